@@ -1,0 +1,16 @@
+//! Element type conversion.
+
+use super::par_chunks_mut;
+use crate::Elem;
+
+/// Converts `x` into `out` element by element, rounding once to nearest even (overflow becomes ±inf, NaN
+/// stays NaN); bit-identical to `half`'s conversions. Float to integer truncates toward zero.
+pub fn cast<I: Elem, O: Elem>(x: &[I], out: &mut [O]) {
+    assert_eq!(x.len(), out.len(), "cast: input and output lengths differ");
+    par_chunks_mut(out, |start, out| {
+        let x = &x[start..start + out.len()];
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v.cast::<O>();
+        }
+    });
+}

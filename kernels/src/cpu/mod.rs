@@ -1,0 +1,75 @@
+//! The CPU implementation of the kernel interface: scalar reference kernels, parallel where it pays.
+//!
+//! Layout conventions shared by every kernel:
+//! - buffers are contiguous and row-major;
+//! - an op "along one dimension" sees its input as [`Dim3`] `{ outer, size, inner }`: `outer` independent
+//!   blocks, each `size` steps along the dimension with stride `inner`;
+//! - shapes are validated by the caller (the runtime); kernels only `debug_assert!` lengths, except for
+//!   index values, which come from data and are checked here, returning [`IndexError`].
+
+mod binary;
+mod cast;
+mod conv;
+mod gemm;
+mod index;
+mod layout;
+mod norm;
+mod reduce;
+mod softmax;
+mod unary;
+
+pub use binary::{Binary, Broadcast, Compare, binary, broadcast_copy, compare, select};
+pub use cast::cast;
+pub use conv::{Conv2dGeometry, col2im, im2col};
+pub use gemm::{GemmSpec, gemm};
+pub use index::{IndexError, gather, index_add, index_select, scatter_add};
+pub use layout::{copy_rows, permute};
+pub use norm::{layer_norm, layer_norm_backward, rms_norm, rms_norm_backward};
+pub use reduce::{Reduce, arg_reduce, cumsum, logsumexp, reduce};
+pub use softmax::{log_softmax, log_softmax_backward, softmax, softmax_backward};
+pub use unary::{Unary, unary, unary_backward};
+
+/// A tensor seen along one dimension: `outer` blocks × `size` positions × `inner` contiguous elements.
+///
+/// For shape `[2, 3, 4]` and dimension 1: `Dim3 { outer: 2, size: 3, inner: 4 }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dim3 {
+    /// Product of the sizes before the dimension.
+    pub outer: usize,
+    /// Size of the dimension.
+    pub size: usize,
+    /// Product of the sizes after the dimension.
+    pub inner: usize,
+}
+
+impl Dim3 {
+    /// Splits `shape` around dimension `dim` (which must be `< shape.len()`).
+    pub fn of(shape: &[usize], dim: usize) -> Self {
+        Dim3 {
+            outer: shape[..dim].iter().product(),
+            size: shape[dim],
+            inner: shape[dim + 1..].iter().product(),
+        }
+    }
+
+    /// Total number of elements.
+    pub fn numel(&self) -> usize {
+        self.outer * self.size * self.inner
+    }
+}
+
+/// Below this many elements, elementwise work stays on the calling thread.
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// Runs `f(start, chunk)` over disjoint chunks of `out`, in parallel when `out` is large.
+fn par_chunks_mut<O: Send>(out: &mut [O], f: impl Fn(usize, &mut [O]) + Sync) {
+    use rayon::prelude::*;
+    if out.len() < PARALLEL_MIN {
+        f(0, out);
+        return;
+    }
+    let chunk = PARALLEL_MIN / 4;
+    out.par_chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(i, c)| f(i * chunk, c));
+}

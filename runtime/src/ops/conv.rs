@@ -1,0 +1,172 @@
+//! Convolutions (NCHW), lowered to the GEMM through im2col.
+
+use crate::autograd::grad_if;
+use crate::element::Float;
+use crate::ops::buffer;
+use crate::ops::matmul::{gemm_new, spec};
+use crate::tensor::Tensor;
+use amp_kernels::cpu::{self, Conv2dGeometry};
+
+/// A per-dimension setting (stride, padding) given once for both dimensions (`2`) or per dimension
+/// (`(2, 1)` or `[2, 1]`, height first).
+pub trait Pair {
+    /// The (height, width) values.
+    fn pair(self) -> [usize; 2];
+}
+
+impl Pair for usize {
+    fn pair(self) -> [usize; 2] {
+        [self, self]
+    }
+}
+impl Pair for (usize, usize) {
+    fn pair(self) -> [usize; 2] {
+        [self.0, self.1]
+    }
+}
+impl Pair for [usize; 2] {
+    fn pair(self) -> [usize; 2] {
+        self
+    }
+}
+
+impl<E: Float> Tensor<E> {
+    /// 2-D convolution (cross-correlation, as PyTorch) of an `[n, c, h, w]` input with an
+    /// `[out_c, c, kh, kw]` weight and an optional `[out_c]` bias. Accumulates in f32 (f64 for f64).
+    #[track_caller]
+    pub fn conv2d(
+        &self,
+        weight: &Tensor<E>,
+        bias: Option<&Tensor<E>>,
+        stride: impl Pair,
+        padding: impl Pair,
+    ) -> Tensor<E> {
+        let (sx, sw) = (self.shape(), weight.shape());
+        let [sh, sw_] = stride.pair();
+        let [ph, pw] = padding.pair();
+        if sx.len() != 4 || sw.len() != 4 || sx[1] != sw[1] {
+            panic!(
+                "conv2d: input {sx:?} and weight {sw:?} must be [n, c, h, w] and [out_c, c, kh, kw] with equal c"
+            );
+        }
+        if sh == 0 || sw_ == 0 {
+            panic!("conv2d: stride must be positive, got ({sh}, {sw_})");
+        }
+        if sx[2] + 2 * ph < sw[2] || sx[3] + 2 * pw < sw[3] {
+            panic!(
+                "conv2d: kernel {:?} is larger than the padded input {:?}",
+                &sw[2..],
+                [sx[2] + 2 * ph, sx[3] + 2 * pw]
+            );
+        }
+        if let Some(b) = bias {
+            if b.shape() != [sw[0]] {
+                panic!(
+                    "conv2d: bias of shape {:?} does not match {} output channels",
+                    b.shape(),
+                    sw[0]
+                );
+            }
+        }
+        let geom = Conv2dGeometry {
+            channels: sx[1],
+            height: sx[2],
+            width: sx[3],
+            kernel_h: sw[2],
+            kernel_w: sw[3],
+            stride_h: sh,
+            stride_w: sw_,
+            pad_h: ph,
+            pad_w: pw,
+        };
+        let (n, out_c) = (sx[0], sw[0]);
+        let (rows, cols) = (geom.col_rows(), geom.col_cols());
+        let image = geom.channels * geom.height * geom.width;
+        let mut columns = buffer::<E>(n * rows * cols);
+        for (x, c) in self
+            .data()
+            .chunks_exact(image.max(1))
+            .zip(columns.chunks_exact_mut((rows * cols).max(1)))
+        {
+            cpu::im2col(x, &geom, c);
+        }
+        // out[i] = W [out_c, rows] · columns[i] [rows, cols]
+        let out: Vec<E> = gemm_new(
+            spec(n, out_c, cols, rows, (false, false), (0, rows * cols)),
+            weight.data(),
+            &columns,
+        );
+        let shape = vec![n, out_c, geom.out_h(), geom.out_w()];
+        let w = weight.detach();
+        let y = Tensor::record_vec(
+            "conv2d",
+            out,
+            shape,
+            &[self.node(), weight.node()],
+            move |g, needs| {
+                let dx = grad_if(needs[0], || {
+                    // d columns[i] = Wᵀ · g[i], then scatter back onto the image.
+                    let dcols: Vec<E> = gemm_new(
+                        spec(n, rows, cols, out_c, (true, false), (0, out_c * cols)),
+                        w.data(),
+                        g.data(),
+                    );
+                    let mut dx = buffer::<E>(n * image);
+                    for (d, c) in dx
+                        .chunks_exact_mut(image.max(1))
+                        .zip(dcols.chunks_exact((rows * cols).max(1)))
+                    {
+                        cpu::col2im(c, &geom, d);
+                    }
+                    Tensor::from_data(dx, vec![n, geom.channels, geom.height, geom.width])
+                });
+                let dw = grad_if(needs[1], || {
+                    // dW = Σ_i g[i] · columns[i]ᵀ
+                    // The sum over images accumulates in f32 (f64), rounded once at the end.
+                    let mut dw = buffer::<E::Acc>(out_c * rows);
+                    for i in 0..n {
+                        let mut s = spec(1, out_c, rows, cols, (false, true), (0, 0));
+                        s.accumulate = i > 0;
+                        cpu::gemm(
+                            &s,
+                            &g.data()[i * out_c * cols..],
+                            &columns[i * rows * cols..],
+                            &mut dw,
+                        );
+                    }
+                    let mut out = buffer::<E>(dw.len());
+                    cpu::cast(&dw, &mut out);
+                    Tensor::from_data(out, w.shape().to_vec())
+                });
+                vec![dx, dw]
+            },
+        );
+        match bias {
+            Some(b) => y.binary_same(
+                &b.reshape([out_c, 1, 1]),
+                amp_kernels::cpu::Binary::Add,
+                "conv2d",
+            ),
+            None => y,
+        }
+    }
+
+    /// 1-D convolution of an `[n, c, l]` input with an `[out_c, c, k]` weight and optional `[out_c]` bias.
+    #[track_caller]
+    pub fn conv1d(
+        &self,
+        weight: &Tensor<E>,
+        bias: Option<&Tensor<E>>,
+        stride: usize,
+        padding: usize,
+    ) -> Tensor<E> {
+        let (sx, sw) = (self.shape(), weight.shape());
+        if sx.len() != 3 || sw.len() != 3 {
+            panic!("conv1d: input {sx:?} and weight {sw:?} must be [n, c, l] and [out_c, c, k]");
+        }
+        let y = self
+            .unsqueeze(2)
+            .conv2d(&weight.unsqueeze(2), bias, (1, stride), (0, padding));
+        y.squeeze(2)
+    }
+}

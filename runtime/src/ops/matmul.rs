@@ -1,0 +1,238 @@
+//! Matrix products: `matmul` (numpy/PyTorch rules), `bmm` and `linear`, on the kernels' GEMM with
+//! accumulation in f32 (f64 for f64). Transposes in the backward pass are flags, not copies.
+
+use crate::autograd::grad_if;
+use crate::element::Float;
+use crate::ops::buffer;
+use crate::shape::{broadcast_shapes, numel};
+use crate::tensor::Tensor;
+use amp_kernels::cpu::{self, GemmSpec};
+
+/// Runs one GEMM into a fresh buffer.
+pub(crate) fn gemm_new<T: Float, O: Float>(spec: GemmSpec, a: &[T], b: &[T]) -> Vec<O> {
+    let mut c = buffer::<O>(spec.batch * spec.m * spec.n);
+    cpu::gemm(&spec, a, b, &mut c);
+    c
+}
+
+/// A batched spec: `a` is `m × k` (or stored `k × m` with `a_trans`), `b` is `k × n` (or `n × k`).
+pub(crate) fn spec(
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    trans: (bool, bool),
+    strides: (usize, usize),
+) -> GemmSpec {
+    GemmSpec {
+        batch,
+        m,
+        n,
+        k,
+        a_trans: trans.0,
+        b_trans: trans.1,
+        a_batch_stride: strides.0,
+        b_batch_stride: strides.1,
+        accumulate: false,
+    }
+}
+
+impl<E: Float> Tensor<E> {
+    /// Matrix product with PyTorch's `matmul` rules: 1-D operands are treated as a row (left) or column
+    /// (right) vector and that dimension is removed from the result; dimensions before the last two are
+    /// batch dimensions and broadcast. Accumulates in f32 (f64 for f64).
+    ///
+    /// ```
+    /// use amp_runtime::Tensor;
+    /// let a = Tensor::<f32>::from_vec(vec![1.0, 2.0, 3.0, 4.0], [2, 2]);
+    /// let b = Tensor::<f32>::from_vec(vec![1.0, 1.0], [2]);
+    /// assert_eq!(a.matmul(&b).to_vec(), vec![3.0, 7.0]);
+    /// ```
+    #[track_caller]
+    pub fn matmul(&self, other: &Tensor<E>) -> Tensor<E> {
+        let (sa, sb) = (self.shape(), other.shape());
+        if sa.is_empty() || sb.is_empty() {
+            panic!(
+                "matmul: both operands need at least one dimension, got shapes {sa:?} and {sb:?}"
+            );
+        }
+        let a_lift: Vec<usize> = if sa.len() == 1 {
+            vec![1, sa[0]]
+        } else {
+            sa.to_vec()
+        };
+        let b_lift: Vec<usize> = if sb.len() == 1 {
+            vec![sb[0], 1]
+        } else {
+            sb.to_vec()
+        };
+        let (m, k) = (a_lift[a_lift.len() - 2], a_lift[a_lift.len() - 1]);
+        let (k2, n) = (b_lift[b_lift.len() - 2], b_lift[b_lift.len() - 1]);
+        if k != k2 {
+            panic!(
+                "matmul: cannot multiply shapes {sa:?} and {sb:?}: inner dimensions {k} and {k2} differ"
+            );
+        }
+        let (a_batch, b_batch) = (&a_lift[..a_lift.len() - 2], &b_lift[..b_lift.len() - 2]);
+        let batch_shape = broadcast_shapes("matmul", a_batch, b_batch);
+        let batch = numel(&batch_shape);
+        // An operand whose batch is smaller than the result's but not 1 is materialized at full size.
+        let full = |t: &Tensor<E>, lift: &[usize], rows: usize, cols: usize| {
+            let own = numel(&lift[..lift.len() - 2]);
+            if own == batch || own == 1 {
+                (t.detach(), if own == 1 { 0 } else { rows * cols })
+            } else {
+                let mut to = batch_shape.clone();
+                to.extend([rows, cols]);
+                (t.detach().reshape(lift).broadcast_to(to), rows * cols)
+            }
+        };
+        let (a, a_stride) = full(self, &a_lift, m, k);
+        let (b, b_stride) = full(other, &b_lift, k, n);
+
+        let forward = if b_stride == 0 {
+            // One weight for every batch: fold the batch into the rows of one product.
+            let rows = if a_stride == 0 { m } else { batch * m };
+            let c: Vec<E> = gemm_new(
+                spec(1, rows, n, k, (false, false), (0, 0)),
+                a.data(),
+                b.data(),
+            );
+            if rows == batch * m {
+                c
+            } else {
+                c.repeat(batch)
+            }
+        } else {
+            gemm_new(
+                spec(batch, m, n, k, (false, false), (a_stride, b_stride)),
+                a.data(),
+                b.data(),
+            )
+        };
+        let mut out_shape = batch_shape.clone();
+        if sa.len() > 1 {
+            out_shape.push(m);
+        }
+        if sb.len() > 1 {
+            out_shape.push(n);
+        }
+        let (a_shape, b_shape) = (sa.to_vec(), sb.to_vec());
+        Tensor::record_vec(
+            "matmul",
+            forward,
+            out_shape,
+            &[self.node(), other.node()],
+            move |g, needs| {
+                let mut full_a = batch_shape.clone();
+                full_a.extend([m, k]);
+                let mut full_b = batch_shape.clone();
+                full_b.extend([k, n]);
+                // dA = dC · Bᵀ, per batch.
+                let da = grad_if(needs[0], || {
+                    let d: Vec<E> = gemm_new(
+                        spec(batch, m, k, n, (false, true), (m * n, b_stride)),
+                        g.data(),
+                        b.data(),
+                    );
+                    Tensor::from_data(d, full_a.clone())
+                        .sum_to(&a_lift)
+                        .reshape(&a_shape)
+                });
+                // dB = Aᵀ · dC, folded into one product when B is shared by every batch.
+                let db = grad_if(needs[1], || {
+                    if b_stride == 0 && a_stride != 0 {
+                        let d: Vec<E> = gemm_new(
+                            spec(1, k, n, batch * m, (true, false), (0, 0)),
+                            a.data(),
+                            g.data(),
+                        );
+                        Tensor::from_data(d, vec![k, n]).reshape(&b_shape)
+                    } else {
+                        let d: Vec<E> = gemm_new(
+                            spec(batch, k, n, m, (true, false), (a_stride, m * n)),
+                            a.data(),
+                            g.data(),
+                        );
+                        Tensor::from_data(d, full_b.clone())
+                            .sum_to(&b_lift)
+                            .reshape(&b_shape)
+                    }
+                });
+                vec![da, db]
+            },
+        )
+    }
+
+    /// Batched product of `[b, m, k]` and `[b, k, n]` tensors (no broadcasting).
+    #[track_caller]
+    pub fn bmm(&self, other: &Tensor<E>) -> Tensor<E> {
+        let (sa, sb) = (self.shape(), other.shape());
+        if sa.len() != 3 || sb.len() != 3 || sa[0] != sb[0] || sa[2] != sb[1] {
+            panic!("bmm: expects shapes [b, m, k] and [b, k, n], got {sa:?} and {sb:?}");
+        }
+        self.matmul(other)
+    }
+
+    /// `x · weightᵀ + bias` for `x` of shape `[..., in]`, `weight` of shape `[out, in]` (PyTorch's layout)
+    /// and `bias` of shape `[out]`.
+    #[track_caller]
+    pub fn linear(&self, weight: &Tensor<E>, bias: Option<&Tensor<E>>) -> Tensor<E> {
+        let (sx, sw) = (self.shape(), weight.shape());
+        if sw.len() != 2 || sx.is_empty() || sx[sx.len() - 1] != sw[1] {
+            panic!(
+                "linear: input of shape {sx:?} does not match weight of shape {sw:?} (expected [..., {}] and [out, in])",
+                sw.get(1).copied().unwrap_or(0)
+            );
+        }
+        if let Some(b) = bias {
+            if b.shape() != [sw[0]] {
+                panic!(
+                    "linear: bias of shape {:?} does not match weight of shape {sw:?} (expected [{}])",
+                    b.shape(),
+                    sw[0]
+                );
+            }
+        }
+        let (out_f, in_f) = (sw[0], sw[1]);
+        let rows = self.numel() / in_f.max(1);
+        let y: Vec<E> = gemm_new(
+            spec(1, rows, out_f, in_f, (false, true), (0, 0)),
+            self.data(),
+            weight.data(),
+        );
+        let mut shape = sx.to_vec();
+        *shape.last_mut().expect("checked non-empty") = out_f;
+        let (x, w) = (self.detach(), weight.detach());
+        let y = Tensor::record_vec(
+            "linear",
+            y,
+            shape,
+            &[self.node(), weight.node()],
+            move |g, needs| {
+                vec![
+                    grad_if(needs[0], || {
+                        let d: Vec<E> = gemm_new(
+                            spec(1, rows, in_f, out_f, (false, false), (0, 0)),
+                            g.data(),
+                            w.data(),
+                        );
+                        Tensor::from_data(d, x.shape().to_vec())
+                    }),
+                    grad_if(needs[1], || {
+                        let d: Vec<E> = gemm_new(
+                            spec(1, out_f, in_f, rows, (true, false), (0, 0)),
+                            g.data(),
+                            x.data(),
+                        );
+                        Tensor::from_data(d, vec![out_f, in_f])
+                    }),
+                ]
+            },
+        );
+        match bias {
+            Some(b) => y.binary_same(b, amp_kernels::cpu::Binary::Add, "linear"),
+            None => y,
+        }
+    }
+}

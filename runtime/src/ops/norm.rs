@@ -1,0 +1,150 @@
+//! Normalization layers' functional forms: layer norm, RMS norm and group norm, with statistics in f32
+//! (f64 for f64). The affine part (weight, bias) is ordinary broadcast arithmetic.
+
+use crate::element::Float;
+use crate::ops::buffer;
+use crate::shape::numel;
+use crate::tensor::Tensor;
+use amp_kernels::cpu::{self, Binary};
+
+impl<E: Float> Tensor<E> {
+    /// Normalizes each row of `cols` elements to zero mean and unit variance (no affine part).
+    fn normalize_rows(&self, name: &'static str, cols: usize, eps: f64, center: bool) -> Tensor<E> {
+        let rows = self.numel() / cols.max(1);
+        let mut out = buffer::<E>(self.numel());
+        let mut rstd = buffer::<E::Acc>(rows);
+        let x = self.detach();
+        if center {
+            let mut mean = buffer::<E::Acc>(rows);
+            cpu::layer_norm(self.data(), &mut out, &mut mean, &mut rstd, cols, eps);
+            Tensor::record_vec(
+                name,
+                out,
+                self.shape().to_vec(),
+                &[self.node()],
+                move |g, _| {
+                    let mut dx = buffer::<E>(g.numel());
+                    cpu::layer_norm_backward(x.data(), &mean, &rstd, g.data(), &mut dx, cols);
+                    vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
+                },
+            )
+        } else {
+            cpu::rms_norm(self.data(), &mut out, &mut rstd, cols, eps);
+            Tensor::record_vec(
+                name,
+                out,
+                self.shape().to_vec(),
+                &[self.node()],
+                move |g, _| {
+                    let mut dx = buffer::<E>(g.numel());
+                    cpu::rms_norm_backward(x.data(), &rstd, g.data(), &mut dx, cols);
+                    vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
+                },
+            )
+        }
+    }
+
+    #[track_caller]
+    fn check_affine(&self, name: &str, what: &str, param: Option<&Tensor<E>>, expected: &[usize]) {
+        if let Some(p) = param {
+            if p.shape() != expected {
+                panic!(
+                    "{name}: {what} of shape {:?} does not match the normalized shape {expected:?}",
+                    p.shape()
+                );
+            }
+        }
+    }
+
+    #[track_caller]
+    fn check_normalized_shape(&self, name: &str, normalized_shape: &[usize]) {
+        let s = self.shape();
+        if normalized_shape.is_empty()
+            || normalized_shape.len() > s.len()
+            || s[s.len() - normalized_shape.len()..] != *normalized_shape
+        {
+            panic!(
+                "{name}: normalized shape {normalized_shape:?} is not a suffix of the input shape {s:?}"
+            );
+        }
+    }
+
+    /// Layer normalization over the trailing `normalized_shape` dimensions (biased variance, as PyTorch),
+    /// then `· weight + bias` when given (both of shape `normalized_shape`).
+    #[track_caller]
+    pub fn layer_norm(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor<E>>,
+        bias: Option<&Tensor<E>>,
+        eps: f64,
+    ) -> Tensor<E> {
+        self.check_normalized_shape("layer_norm", normalized_shape);
+        self.check_affine("layer_norm", "weight", weight, normalized_shape);
+        self.check_affine("layer_norm", "bias", bias, normalized_shape);
+        let y = self.normalize_rows("layer_norm", numel(normalized_shape), eps, true);
+        let y = match weight {
+            Some(w) => y.binary_same(w, Binary::Mul, "layer_norm"),
+            None => y,
+        };
+        match bias {
+            Some(b) => y.binary_same(b, Binary::Add, "layer_norm"),
+            None => y,
+        }
+    }
+
+    /// RMS normalization over the trailing `normalized_shape` dimensions: `x / √(mean(x²) + eps)`, then
+    /// `· weight` when given.
+    #[track_caller]
+    pub fn rms_norm(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor<E>>,
+        eps: f64,
+    ) -> Tensor<E> {
+        self.check_normalized_shape("rms_norm", normalized_shape);
+        self.check_affine("rms_norm", "weight", weight, normalized_shape);
+        let y = self.normalize_rows("rms_norm", numel(normalized_shape), eps, false);
+        match weight {
+            Some(w) => y.binary_same(w, Binary::Mul, "rms_norm"),
+            None => y,
+        }
+    }
+
+    /// Group normalization of an `[n, c, ...]` input: channels split into `groups` groups, each normalized
+    /// over its channels and all spatial positions, then `· weight + bias` per channel (shape `[c]`).
+    #[track_caller]
+    pub fn group_norm(
+        &self,
+        groups: usize,
+        weight: Option<&Tensor<E>>,
+        bias: Option<&Tensor<E>>,
+        eps: f64,
+    ) -> Tensor<E> {
+        let s = self.shape();
+        if s.len() < 2 || groups == 0 || s[1] % groups != 0 {
+            panic!(
+                "group_norm: input of shape {s:?} needs at least 2 dimensions and channels divisible by {groups} groups"
+            );
+        }
+        let c = s[1];
+        self.check_affine("group_norm", "weight", weight, &[c]);
+        self.check_affine("group_norm", "bias", bias, &[c]);
+        let per_group = self.numel() / (s[0] * groups).max(1);
+        let y = self
+            .reshape([s[0], groups, per_group])
+            .normalize_rows("group_norm", per_group, eps, true)
+            .reshape(s);
+        // Per-channel affine: [c] viewed as [c, 1, 1, ...] broadcasts over the spatial dimensions.
+        let mut channel_shape = vec![c];
+        channel_shape.resize(s.len() - 1, 1);
+        let y = match weight {
+            Some(w) => y.binary_same(&w.reshape(channel_shape.clone()), Binary::Mul, "group_norm"),
+            None => y,
+        };
+        match bias {
+            Some(b) => y.binary_same(&b.reshape(channel_shape), Binary::Add, "group_norm"),
+            None => y,
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Reductions over dimensions. They accumulate in f32 (f64 for f64) whatever the element type: the sum of
+//! 10,000 bf16 ones is computed as 10,000 and rounded once.
+
+use crate::autograd::no_grad;
+use crate::element::{Element, Float};
+use crate::ops::buffer;
+use crate::shape::{Dims, dim_index, numel, resolve_dims};
+use crate::tensor::Tensor;
+use amp_kernels::cpu::{self, Binary, Dim3, Reduce, Unary};
+
+/// How a reduction over `dims` sees its input, and the shapes of its result.
+struct Plan {
+    dims: Vec<usize>,
+    /// The result with reduced dimensions kept as size 1.
+    keep_shape: Vec<usize>,
+    /// The result with reduced dimensions removed.
+    drop_shape: Vec<usize>,
+    /// Number of elements reduced into each output.
+    count: usize,
+}
+
+impl Plan {
+    #[track_caller]
+    fn new(op: &str, dims: &impl Dims, shape: &[usize]) -> Self {
+        let dims = resolve_dims(op, dims, shape);
+        let keep_shape: Vec<usize> = shape
+            .iter()
+            .enumerate()
+            .map(|(d, &s)| if dims.contains(&d) { 1 } else { s })
+            .collect();
+        let drop_shape = shape
+            .iter()
+            .enumerate()
+            .filter(|(d, _)| !dims.contains(d))
+            .map(|(_, &s)| s)
+            .collect();
+        let count = dims.iter().map(|&d| shape[d]).product();
+        Plan {
+            dims,
+            keep_shape,
+            drop_shape,
+            count,
+        }
+    }
+
+    fn out_shape(&self, keepdim: bool) -> Vec<usize> {
+        if keepdim {
+            self.keep_shape.clone()
+        } else {
+            self.drop_shape.clone()
+        }
+    }
+}
+
+impl<E: Float> Tensor<E> {
+    /// Runs a reduction kernel over `dims` in one pass: adjacent dimensions are reduced as one; others are
+    /// first moved to the end.
+    fn reduce_raw<O: Element>(&self, op: Reduce, dims: &[usize]) -> Vec<O> {
+        let shape = self.shape();
+        let mut out =
+            buffer::<O>(numel(shape) / dims.iter().map(|&d| shape[d]).product::<usize>().max(1));
+        if dims.is_empty() {
+            cpu::cast(self.data(), &mut out);
+            return out;
+        }
+        let (first, last) = (dims[0], dims[dims.len() - 1]);
+        if last - first + 1 == dims.len() {
+            let layout = Dim3 {
+                outer: numel(&shape[..first]),
+                size: numel(&shape[first..=last]),
+                inner: numel(&shape[last + 1..]),
+            };
+            cpu::reduce(op, self.data(), &mut out, layout);
+        } else {
+            let perm: Vec<usize> = (0..shape.len())
+                .filter(|d| !dims.contains(d))
+                .chain(dims.iter().copied())
+                .collect();
+            let mut moved = buffer::<E>(self.numel());
+            cpu::permute(self.data(), shape, &perm, &mut moved);
+            let size: usize = dims.iter().map(|&d| shape[d]).product();
+            let layout = Dim3 {
+                outer: self.numel() / size.max(1),
+                size,
+                inner: 1,
+            };
+            cpu::reduce(op, &moved, &mut out, layout);
+        }
+        out
+    }
+
+    #[track_caller]
+    fn reduce_op(
+        &self,
+        name: &'static str,
+        op: Reduce,
+        dims: &impl Dims,
+        keepdim: bool,
+    ) -> Tensor<E> {
+        let plan = Plan::new(name, dims, self.shape());
+        if matches!(op, Reduce::Max | Reduce::Min) && plan.count == 0 {
+            panic!(
+                "{name}: cannot reduce over an empty dimension of shape {:?}",
+                self.shape()
+            );
+        }
+        let out = self.reduce_raw::<E>(op, &plan.dims);
+        let x = self.detach();
+        let out_t = Tensor::from_data(out.clone(), plan.keep_shape.clone());
+        Tensor::record_vec(
+            name,
+            out,
+            plan.out_shape(keepdim),
+            &[self.node()],
+            move |g, _| {
+                let g = g.reshape(&plan.keep_shape);
+                let dx = match op {
+                    Reduce::Sum => g.broadcast_to(x.shape()),
+                    Reduce::Mean => g
+                        .map("mean", Unary::DivScalar(plan.count as f64))
+                        .broadcast_to(x.shape()),
+                    Reduce::Max | Reduce::Min => {
+                        // Ties share the gradient evenly.
+                        let hit = x.eq(&out_t).cast::<E>();
+                        let count = hit.sum_keepdim(plan.dims.clone());
+                        hit.binary_same(
+                            &g.binary_same(&count, Binary::Div, "div"),
+                            Binary::Mul,
+                            "mul",
+                        )
+                    }
+                };
+                vec![Some(dx.into())]
+            },
+        )
+    }
+
+    /// Sum over `dims` (`..` for all), removing them. Accumulates in f32 (f64 for f64).
+    #[track_caller]
+    pub fn sum(&self, dims: impl Dims) -> Tensor<E> {
+        self.reduce_op("sum", Reduce::Sum, &dims, false)
+    }
+
+    /// Sum over `dims`, keeping them as size 1.
+    #[track_caller]
+    pub fn sum_keepdim(&self, dims: impl Dims) -> Tensor<E> {
+        self.reduce_op("sum", Reduce::Sum, &dims, true)
+    }
+
+    /// Mean over `dims`, removing them. Accumulates in f32 (f64 for f64).
+    #[track_caller]
+    pub fn mean(&self, dims: impl Dims) -> Tensor<E> {
+        self.reduce_op("mean", Reduce::Mean, &dims, false)
+    }
+
+    /// Mean over `dims`, keeping them as size 1.
+    #[track_caller]
+    pub fn mean_keepdim(&self, dims: impl Dims) -> Tensor<E> {
+        self.reduce_op("mean", Reduce::Mean, &dims, true)
+    }
+
+    /// Maximum over `dims`, removing them; NaN if any element is NaN. Tied maxima share the gradient.
+    #[track_caller]
+    pub fn max(&self, dims: impl Dims) -> Tensor<E> {
+        self.reduce_op("max", Reduce::Max, &dims, false)
+    }
+
+    /// Maximum over `dims`, keeping them as size 1.
+    #[track_caller]
+    pub fn max_keepdim(&self, dims: impl Dims) -> Tensor<E> {
+        self.reduce_op("max", Reduce::Max, &dims, true)
+    }
+
+    /// Minimum over `dims`, removing them; NaN if any element is NaN.
+    #[track_caller]
+    pub fn min(&self, dims: impl Dims) -> Tensor<E> {
+        self.reduce_op("min", Reduce::Min, &dims, false)
+    }
+
+    /// Minimum over `dims`, keeping them as size 1.
+    #[track_caller]
+    pub fn min_keepdim(&self, dims: impl Dims) -> Tensor<E> {
+        self.reduce_op("min", Reduce::Min, &dims, true)
+    }
+
+    #[track_caller]
+    fn var_op(&self, dims: &impl Dims, keepdim: bool) -> Tensor<E> {
+        let plan = Plan::new("var", dims, self.shape());
+        let x = self.cast::<E::Acc>();
+        let centered = x.binary_same(&x.mean_keepdim(plan.dims.clone()), Binary::Sub, "var");
+        let squares = centered.binary_same(&centered, Binary::Mul, "var");
+        let total = squares.reduce_op("var", Reduce::Sum, &plan.dims, keepdim);
+        total
+            .map("var", Unary::DivScalar(plan.count as f64 - 1.0))
+            .cast::<E>()
+    }
+
+    /// Unbiased variance (divides by `n - 1`, PyTorch's default) over `dims`, computed in f32 (f64 for
+    /// f64).
+    #[track_caller]
+    pub fn var(&self, dims: impl Dims) -> Tensor<E> {
+        self.var_op(&dims, false)
+    }
+
+    /// Unbiased variance over `dims`, keeping them as size 1.
+    #[track_caller]
+    pub fn var_keepdim(&self, dims: impl Dims) -> Tensor<E> {
+        self.var_op(&dims, true)
+    }
+
+    /// Euclidean (L2) norm over `dims`, computed in f32 (f64 for f64). The gradient at a zero norm is 0.
+    #[track_caller]
+    pub fn norm(&self, dims: impl Dims) -> Tensor<E> {
+        let plan = Plan::new("norm", &dims, self.shape());
+        let x = self.detach().cast::<E::Acc>();
+        let norm = no_grad(|| {
+            x.square()
+                .reduce_op("norm", Reduce::Sum, &plan.dims, true)
+                .sqrt()
+        });
+        let out = norm.cast::<E>();
+        let out_shape = plan.drop_shape.clone();
+        Tensor::record(
+            "norm",
+            out.storage().clone(),
+            out_shape,
+            &[self.node()],
+            move |g, _| {
+                let g = g.reshape(&plan.keep_shape).cast::<E::Acc>();
+                let zero = Tensor::<E::Acc>::zeros(Vec::new());
+                let scale = g
+                    .binary_same(&norm, Binary::Div, "norm")
+                    .where_same(&norm.ne(&zero), &zero);
+                vec![Some(
+                    x.binary_same(&scale, Binary::Mul, "norm")
+                        .cast::<E>()
+                        .into(),
+                )]
+            },
+        )
+    }
+
+    /// Inclusive cumulative sum along `dim`, accumulated in f32 (f64 for f64).
+    #[track_caller]
+    pub fn cumsum(&self, dim: isize) -> Tensor<E> {
+        let d = dim_index("cumsum", dim, self.shape());
+        let layout = Dim3::of(self.shape(), d);
+        let mut out = buffer::<E>(self.numel());
+        cpu::cumsum(self.data(), &mut out, layout);
+        Tensor::record_vec(
+            "cumsum",
+            out,
+            self.shape().to_vec(),
+            &[self.node()],
+            move |g, _| {
+                // d/dx_i of Σ_j y_j = Σ_{j≥i} g_j = total - cumsum(g)_i + g_i
+                let total = g.sum_keepdim(d);
+                let dx = total
+                    .binary_same(&g.cumsum(d as isize), Binary::Sub, "cumsum")
+                    .binary_same(g, Binary::Add, "cumsum");
+                vec![Some(dx.into())]
+            },
+        )
+    }
+
+    /// `ln Σ exp(x)` over `dims`, removing them; stable for large values, computed in f32.
+    #[track_caller]
+    pub fn logsumexp(&self, dims: impl Dims) -> Tensor<E> {
+        self.logsumexp_op(&dims, false)
+    }
+
+    /// `ln Σ exp(x)` over `dims`, keeping them as size 1.
+    #[track_caller]
+    pub fn logsumexp_keepdim(&self, dims: impl Dims) -> Tensor<E> {
+        self.logsumexp_op(&dims, true)
+    }
+
+    #[track_caller]
+    fn logsumexp_op(&self, dims: &impl Dims, keepdim: bool) -> Tensor<E> {
+        let plan = Plan::new("logsumexp", dims, self.shape());
+        // Move the reduced dimensions to the end so one kernel call sees them as a single row.
+        let kept: Vec<usize> = (0..self.rank())
+            .filter(|d| !plan.dims.contains(d))
+            .collect();
+        let perm: Vec<usize> = kept.iter().chain(&plan.dims).copied().collect();
+        let mut moved = buffer::<E>(self.numel());
+        cpu::permute(self.data(), self.shape(), &perm, &mut moved);
+        let mut out = buffer::<E>(numel(&plan.keep_shape));
+        let size = plan.count;
+        let outer = out.len();
+        cpu::logsumexp(
+            &moved,
+            &mut out,
+            Dim3 {
+                outer,
+                size,
+                inner: 1,
+            },
+        );
+        let (x, lse) = (
+            self.detach(),
+            Tensor::from_data(out.clone(), plan.keep_shape.clone()),
+        );
+        Tensor::record_vec(
+            "logsumexp",
+            out,
+            plan.out_shape(keepdim),
+            &[self.node()],
+            move |g, _| {
+                let g = g.reshape(&plan.keep_shape);
+                let p = x.binary_same(&lse, Binary::Sub, "logsumexp").exp();
+                vec![Some(p.binary_same(&g, Binary::Mul, "logsumexp").into())]
+            },
+        )
+    }
+
+    fn arg_op(&self, name: &str, max: bool, dim: isize) -> Tensor<i64> {
+        let d = dim_index(name, dim, self.shape());
+        if self.shape()[d] == 0 {
+            panic!(
+                "{name}: cannot reduce over an empty dimension of shape {:?}",
+                self.shape()
+            );
+        }
+        let layout = Dim3::of(self.shape(), d);
+        let mut out = buffer::<i64>(layout.outer * layout.inner);
+        cpu::arg_reduce(max, self.data(), &mut out, layout);
+        let shape = self
+            .shape()
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != d)
+            .map(|(_, &s)| s)
+            .collect();
+        Tensor::from_data(out, shape)
+    }
+
+    /// Index of the (first) maximum along `dim`, which is removed; a NaN counts as the maximum.
+    #[track_caller]
+    pub fn argmax(&self, dim: isize) -> Tensor<i64> {
+        self.arg_op("argmax", true, dim)
+    }
+
+    /// Index of the (first) minimum along `dim`, which is removed.
+    #[track_caller]
+    pub fn argmin(&self, dim: isize) -> Tensor<i64> {
+        self.arg_op("argmin", false, dim)
+    }
+
+    /// Sums a broadcast gradient back to `shape` (the backward of broadcasting).
+    pub(crate) fn sum_to(&self, shape: &[usize]) -> Tensor<E> {
+        if self.shape() == shape {
+            return self.clone();
+        }
+        let offset = self.rank() - shape.len();
+        let dims: Vec<usize> = (0..self.rank())
+            .filter(|&d| d < offset || (shape[d - offset] == 1 && self.shape()[d] != 1))
+            .collect();
+        let out = self.reduce_raw::<E>(Reduce::Sum, &dims);
+        Tensor::from_data(out, shape.to_vec())
+    }
+}
+
+impl<E: Float> Tensor<E> {
+    /// Cosine similarity along `dim`: `Σ a·b / (max(‖a‖, eps) · max(‖b‖, eps))`, computed in f32, with
+    /// broadcasting between `self` and `other`.
+    #[track_caller]
+    pub fn cosine_similarity(&self, other: &Tensor<E>, dim: isize, eps: f64) -> Tensor<E> {
+        let (a, b) = (self.cast::<E::Acc>(), other.cast::<E::Acc>());
+        let dot = a.binary_same(&b, Binary::Mul, "cosine_similarity").sum(dim);
+        let (na, nb) = (
+            a.norm(dim).clamp(eps, f64::INFINITY),
+            b.norm(dim).clamp(eps, f64::INFINITY),
+        );
+        dot.binary_same(
+            &na.binary_same(&nb, Binary::Mul, "cosine_similarity"),
+            Binary::Div,
+            "cosine_similarity",
+        )
+        .cast::<E>()
+    }
+}

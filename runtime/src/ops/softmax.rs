@@ -1,0 +1,50 @@
+//! Softmax and log-softmax along one dimension, computed in f32 (f64 for f64).
+
+use crate::element::Float;
+use crate::ops::buffer;
+use crate::shape::dim_index;
+use crate::tensor::{Storage, Tensor};
+use amp_kernels::cpu::{self, Dim3};
+use std::sync::Arc;
+
+impl<E: Float> Tensor<E> {
+    /// `exp(x) / Σ exp(x)` along `dim` (`-1` for the last), stable for large values.
+    #[track_caller]
+    pub fn softmax(&self, dim: isize) -> Tensor<E> {
+        self.softmax_op("softmax", dim, false)
+    }
+
+    /// `x - ln Σ exp(x)` along `dim`, stable for large values.
+    #[track_caller]
+    pub fn log_softmax(&self, dim: isize) -> Tensor<E> {
+        self.softmax_op("log_softmax", dim, true)
+    }
+
+    #[track_caller]
+    fn softmax_op(&self, name: &'static str, dim: isize, log: bool) -> Tensor<E> {
+        let layout = Dim3::of(self.shape(), dim_index(name, dim, self.shape()));
+        let mut out = buffer::<E>(self.numel());
+        if log {
+            cpu::log_softmax(self.data(), &mut out, layout);
+        } else {
+            cpu::softmax(self.data(), &mut out, layout);
+        }
+        let out = Arc::new(Storage::Cpu(out));
+        let y = out.clone();
+        Tensor::record(
+            name,
+            out,
+            self.shape().to_vec(),
+            &[self.node()],
+            move |g, _| {
+                let mut dx = buffer::<E>(g.numel());
+                if log {
+                    cpu::log_softmax_backward(y.as_slice(), g.data(), &mut dx, layout);
+                } else {
+                    cpu::softmax_backward(y.as_slice(), g.data(), &mut dx, layout);
+                }
+                vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
+            },
+        )
+    }
+}

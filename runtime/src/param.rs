@@ -1,0 +1,207 @@
+//! Trainable parameters: an f32 master weight with identity, name, version and a versioned cast cache.
+
+use crate::autograd::{GradId, GradKey, Node, is_grad_enabled};
+use crate::element::{AnyTensor, DType, Element, Float};
+use crate::tensor::Tensor;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A trainable weight: an f32 master copy that the optimizer updates, a stable identity that
+/// [`Grads`](crate::Grads) are keyed by, a name (`"blocks.0.attn.qkv.weight"`), and a version the
+/// optimizer bumps on every update.
+///
+/// [`get::<bf16>()`](Param::get) returns the low-precision copy, cast once per version and then reused.
+/// The cached cast is an autograd node, so its gradient lands on the f32 master. A cast made while
+/// gradients are off ([`no_grad`](crate::no_grad)) carries no history and is never handed out where a
+/// gradient is needed: a later grad-mode `get` makes a fresh, recorded cast (PyTorch's cast cache gets this
+/// wrong, pytorch/pytorch#112583).
+///
+/// Clones share the same parameter.
+///
+/// ```
+/// use amp_runtime::{Param, Tensor, bf16};
+/// let w = Param::named("w", Tensor::<f32>::from_vec(vec![1.5, -2.0], [2]));
+/// let low = w.get::<bf16>();
+/// let grads = low.sum(..).backward();
+/// assert_eq!(grads.get(&w).unwrap().to_vec(), vec![1.0, 1.0]); // an f32 gradient for the master
+/// ```
+#[derive(Clone)]
+pub struct Param {
+    inner: Arc<ParamInner>,
+}
+
+struct ParamInner {
+    leaf: Arc<Node>,
+    name: Mutex<String>,
+    state: Mutex<ParamState>,
+}
+
+struct ParamState {
+    value: Tensor<f32>,
+    version: u64,
+    casts: Vec<CachedCast>,
+}
+
+struct CachedCast {
+    version: u64,
+    recorded: bool,
+    tensor: AnyTensor,
+}
+
+impl Param {
+    /// A parameter holding `value` (its gradient history, if any, is dropped).
+    pub fn new(value: Tensor<f32>) -> Self {
+        Self::named("", value)
+    }
+
+    /// A parameter with a name.
+    pub fn named(name: impl Into<String>, value: Tensor<f32>) -> Self {
+        let leaf = Node::leaf(DType::F32, value.shape());
+        let value = value.with_shape(value.shape().to_vec(), Some(leaf.clone()));
+        Param {
+            inner: Arc::new(ParamInner {
+                leaf,
+                name: Mutex::new(name.into()),
+                state: Mutex::new(ParamState {
+                    value,
+                    version: 0,
+                    casts: Vec::new(),
+                }),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, ParamState> {
+        // A panic while holding the lock cannot leave the state half-updated (every update is one
+        // assignment), so a poisoned lock is still usable.
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The name (empty until set).
+    pub fn name(&self) -> String {
+        self.inner
+            .name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sets the name.
+    pub fn set_name(&self, name: impl Into<String>) {
+        *self.inner.name.lock().unwrap_or_else(|e| e.into_inner()) = name.into();
+    }
+
+    /// The identity [`Grads`](crate::Grads) are keyed by.
+    pub fn grad_id(&self) -> GradId {
+        self.inner.leaf.grad_id()
+    }
+
+    /// How many times the value has been replaced or updated.
+    pub fn version(&self) -> u64 {
+        self.state().version
+    }
+
+    /// The shape of the weight.
+    pub fn shape(&self) -> Vec<usize> {
+        self.state().value.shape().to_vec()
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.state().value.numel()
+    }
+
+    /// The f32 master weight as a tensor whose ops are recorded for backward.
+    pub fn value(&self) -> Tensor<f32> {
+        self.state().value.clone()
+    }
+
+    /// The weight in element type `E`: the master itself for f32, otherwise a cast cached per
+    /// (type, version). Inside a region where gradients are recorded, the cast is a recorded op whose
+    /// gradient flows to the master.
+    pub fn get<E: Float>(&self) -> Tensor<E> {
+        if E::DTYPE == DType::F32 {
+            return E::from_any(self.value().into()).unwrap_or_else(|_| unreachable!("E is f32"));
+        }
+        let recording = is_grad_enabled();
+        let mut state = self.state();
+        let version = state.version;
+        let usable = |c: &CachedCast| {
+            c.version == version && c.tensor.dtype() == E::DTYPE && (c.recorded || !recording)
+        };
+        if let Some(hit) = state.casts.iter().find(|c| usable(c)) {
+            return E::from_any(hit.tensor.clone())
+                .unwrap_or_else(|_| unreachable!("dtype checked"));
+        }
+        let cast = state.value.cast::<E>();
+        // Keep one entry per type: a recorded cast replaces an unrecorded one (it serves both modes).
+        state
+            .casts
+            .retain(|c| c.version == version && c.tensor.dtype() != E::DTYPE);
+        state.casts.push(CachedCast {
+            version,
+            recorded: recording,
+            tensor: cast.clone().into(),
+        });
+        cast
+    }
+
+    /// Replaces the master weight (same shape) and bumps the version, invalidating cached casts.
+    #[track_caller]
+    pub fn set(&self, value: Tensor<f32>) {
+        let mut state = self.state();
+        if value.shape() != state.value.shape() {
+            panic!(
+                "Param::set: new value of shape {:?} for parameter '{}' of shape {:?}",
+                value.shape(),
+                self.name(),
+                state.value.shape()
+            );
+        }
+        state.value = value.with_shape(value.shape().to_vec(), Some(self.inner.leaf.clone()));
+        state.version += 1;
+        state.casts.clear();
+    }
+
+    /// Updates the master weight in place (copying first if anything else still holds the old value,
+    /// such as a graph saved for backward) and bumps the version.
+    pub fn update(&self, f: impl FnOnce(&mut [f32])) {
+        let mut state = self.state();
+        let shape = state.value.shape().to_vec();
+        let leaf = self.inner.leaf.clone();
+        let value = std::mem::replace(&mut state.value, Tensor::zeros(Vec::new()));
+        state.value = value.map_data_in_place(f, shape, Some(leaf));
+        state.version += 1;
+        state.casts.clear();
+    }
+
+    /// Whether a cast of type `E` for the current version is cached (for tests and diagnostics).
+    pub fn is_cast_cached<E: Element>(&self) -> bool {
+        let state = self.state();
+        state
+            .casts
+            .iter()
+            .any(|c| c.version == state.version && c.tensor.dtype() == E::DTYPE)
+    }
+}
+
+impl GradKey for Param {
+    type Grad = Tensor<f32>;
+    fn grad_id(&self) -> Option<GradId> {
+        Some(Param::grad_id(self))
+    }
+    fn typed_grad(grad: &AnyTensor) -> Option<Tensor<f32>> {
+        f32::any_ref(grad).cloned()
+    }
+}
+
+impl fmt::Debug for Param {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        f.debug_struct("Param")
+            .field("name", &self.name())
+            .field("shape", &state.value.shape())
+            .field("version", &state.version)
+            .finish()
+    }
+}
