@@ -46,3 +46,8 @@ pub mod __private {
     pub use amp_kernels;
     pub use amp_runtime;
 }
+
+/// The README's Rust examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -185,6 +185,12 @@ impl<E: Element> Tensor<E> {
         self.data()[0]
     }
 
+    /// Whether the two tensors share one buffer (as a reshape and its source do, or two handouts of one
+    /// cached cast).
+    pub fn same_storage(&self, other: &Tensor<E>) -> bool {
+        Arc::ptr_eq(&self.inner.data, &other.inner.data)
+    }
+
     /// Whether ops on this tensor are recorded for [`backward`](Tensor::backward).
     pub fn requires_grad(&self) -> bool {
         self.inner.node.is_some()

@@ -98,14 +98,14 @@ impl Broadcast {
                 }
                 d -= 1;
                 index[d] += 1;
-                for i in 0..N {
-                    base[i] += self.strides[i][d];
+                for (b, s) in base.iter_mut().zip(&self.strides) {
+                    *b += s[d];
                 }
                 if index[d] < self.out_shape[d] {
                     break;
                 }
-                for i in 0..N {
-                    base[i] -= self.strides[i][d] * self.out_shape[d];
+                for (b, s) in base.iter_mut().zip(&self.strides) {
+                    *b -= s[d] * self.out_shape[d];
                 }
                 index[d] = 0;
             }

@@ -87,9 +87,8 @@ impl Unary {
                 }
             }
             Unary::Relu => {
-                if x > A::ZERO {
-                    x
-                } else if x.is_nan() {
+                // NaN propagates, as in PyTorch.
+                if x > A::ZERO || x.is_nan() {
                     x
                 } else {
                     A::ZERO

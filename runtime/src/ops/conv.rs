@@ -59,14 +59,14 @@ impl<E: Float> Tensor<E> {
                 [sx[2] + 2 * ph, sx[3] + 2 * pw]
             );
         }
-        if let Some(b) = bias {
-            if b.shape() != [sw[0]] {
-                panic!(
-                    "conv2d: bias of shape {:?} does not match {} output channels",
-                    b.shape(),
-                    sw[0]
-                );
-            }
+        if let Some(b) = bias
+            && b.shape() != [sw[0]]
+        {
+            panic!(
+                "conv2d: bias of shape {:?} does not match {} output channels",
+                b.shape(),
+                sw[0]
+            );
         }
         let geom = Conv2dGeometry {
             channels: sx[1],

@@ -185,14 +185,14 @@ impl<E: Float> Tensor<E> {
                 sw.get(1).copied().unwrap_or(0)
             );
         }
-        if let Some(b) = bias {
-            if b.shape() != [sw[0]] {
-                panic!(
-                    "linear: bias of shape {:?} does not match weight of shape {sw:?} (expected [{}])",
-                    b.shape(),
-                    sw[0]
-                );
-            }
+        if let Some(b) = bias
+            && b.shape() != [sw[0]]
+        {
+            panic!(
+                "linear: bias of shape {:?} does not match weight of shape {sw:?} (expected [{}])",
+                b.shape(),
+                sw[0]
+            );
         }
         let (out_f, in_f) = (sw[0], sw[1]);
         let rows = self.numel() / in_f.max(1);

@@ -46,13 +46,13 @@ impl<E: Float> Tensor<E> {
 
     #[track_caller]
     fn check_affine(&self, name: &str, what: &str, param: Option<&Tensor<E>>, expected: &[usize]) {
-        if let Some(p) = param {
-            if p.shape() != expected {
-                panic!(
-                    "{name}: {what} of shape {:?} does not match the normalized shape {expected:?}",
-                    p.shape()
-                );
-            }
+        if let Some(p) = param
+            && p.shape() != expected
+        {
+            panic!(
+                "{name}: {what} of shape {:?} does not match the normalized shape {expected:?}",
+                p.shape()
+            );
         }
     }
 
@@ -122,7 +122,7 @@ impl<E: Float> Tensor<E> {
         eps: f64,
     ) -> Tensor<E> {
         let s = self.shape();
-        if s.len() < 2 || groups == 0 || s[1] % groups != 0 {
+        if s.len() < 2 || groups == 0 || !s[1].is_multiple_of(groups) {
             panic!(
                 "group_norm: input of shape {s:?} needs at least 2 dimensions and channels divisible by {groups} groups"
             );

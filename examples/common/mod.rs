@@ -1,0 +1,7 @@
+//! Code shared by the examples (and by the tests that run them in small).
+
+// Each example and test uses a different subset of these helpers.
+#![allow(dead_code)]
+
+pub mod digits;
+pub mod mlp;
