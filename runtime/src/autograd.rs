@@ -108,6 +108,19 @@ impl Node {
     }
 }
 
+impl Drop for Node {
+    /// Frees a long chain of nodes without recursing once per node (a deep graph would overflow the
+    /// stack): parents whose last reference is here are unlinked onto a work list.
+    fn drop(&mut self) {
+        let mut stack: Vec<Arc<Node>> = self.parents.drain(..).flatten().collect();
+        while let Some(node) = stack.pop() {
+            if let Ok(mut node) = Arc::try_unwrap(node) {
+                stack.extend(node.parents.drain(..).flatten());
+            }
+        }
+    }
+}
+
 impl<E: Element> Tensor<E> {
     /// Builds an op's output and, when grad mode is on and some input requires a gradient, records the
     /// node. `backward(grad, needs)` returns one entry per input (in `inputs` order): the input's gradient
