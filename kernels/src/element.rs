@@ -81,15 +81,57 @@ pub trait Elem:
     /// Rounds an f32 to this type (round to nearest even, overflow to ±inf, NaN stays NaN).
     fn from_f32(v: f32) -> Self;
 
+    /// Converts to i64 (floats truncate toward zero, saturating; NaN becomes 0).
+    fn to_i64(self) -> i64;
+    /// Converts from i64 with a single rounding (round to nearest even).
+    fn from_i64(v: i64) -> Self;
+
     /// Converts to another element type with a single rounding: through f32 when the source is exactly
-    /// representable in f32 (f32, bf16, f16, bool), through f64 otherwise.
+    /// representable in f32 (f32, bf16, f16, bool), through f64 from f64, and directly from i64.
     #[inline(always)]
     fn cast<O: Elem>(self) -> O {
         match Self::DTYPE {
-            DType::F64 | DType::I64 => O::from_f64(self.to_f64()),
+            DType::I64 => O::from_i64(self.to_i64()),
+            DType::F64 => O::from_f64(self.to_f64()),
             _ => O::from_f32(self.to_f32()),
         }
     }
+}
+
+/// `i` as f64 rounded to odd: exact when it fits in 53 bits, otherwise the neighbour of the two
+/// bracketing f64 values whose last significand bit is 1. Rounding that once more to a format of at most
+/// 51 significant bits gives the correctly rounded value of `i`.
+#[inline(always)]
+fn i64_to_f64_round_odd(i: i64) -> f64 {
+    let r = i as f64;
+    if r as i128 == i as i128 || r.to_bits() & 1 == 1 {
+        return r;
+    }
+    // Inexact and even: step one ulp toward `i` (the bits order magnitudes within a sign).
+    let toward_zero = (r as i128).abs() > (i as i128).abs();
+    f64::from_bits(if toward_zero {
+        r.to_bits() - 1
+    } else {
+        r.to_bits() + 1
+    })
+}
+
+/// `v` as f32 rounded to odd (see [`i64_to_f64_round_odd`]): rounding the result to bf16 or f16 gives
+/// the correctly rounded value of `v`. (`half`'s own `from_f64` drops the low 32 bits of the significand
+/// before rounding, so it rounds twice.)
+#[inline(always)]
+fn f64_to_f32_round_odd(v: f64) -> f32 {
+    let r = v as f32;
+    if r as f64 == v || v.is_nan() || r.to_bits() & 1 == 1 {
+        return r;
+    }
+    // Inexact and even (possibly ±0 after underflow or ±inf after overflow): step one ulp toward `v`.
+    let toward_zero = (r as f64).abs() > v.abs();
+    f32::from_bits(if toward_zero {
+        r.to_bits() - 1
+    } else {
+        r.to_bits() + 1
+    })
 }
 
 /// The floating-point element types: `f32`, `f64`, [`bf16`] and [`f16`]. Sealed.
@@ -229,6 +271,14 @@ accum_impl!(f64, libm::erf);
 impl Elem for f32 {
     const DTYPE: DType = DType::F32;
     #[inline(always)]
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    #[inline(always)]
+    fn from_i64(v: i64) -> Self {
+        v as f32 // Rust's int-to-float conversion rounds once, to nearest even
+    }
+    #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
     }
@@ -248,6 +298,14 @@ impl Elem for f32 {
 
 impl Elem for f64 {
     const DTYPE: DType = DType::F64;
+    #[inline(always)]
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    #[inline(always)]
+    fn from_i64(v: i64) -> Self {
+        v as f64
+    }
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self
@@ -271,12 +329,20 @@ macro_rules! half_elem {
         impl Elem for $t {
             const DTYPE: DType = $d;
             #[inline(always)]
+            fn to_i64(self) -> i64 {
+                <$t>::to_f32(self) as i64
+            }
+            #[inline(always)]
+            fn from_i64(v: i64) -> Self {
+                <Self as Elem>::from_f64(i64_to_f64_round_odd(v))
+            }
+            #[inline(always)]
             fn to_f64(self) -> f64 {
                 <$t>::to_f64(self)
             }
             #[inline(always)]
             fn from_f64(v: f64) -> Self {
-                <$t>::from_f64(v)
+                <$t>::from_f32(f64_to_f32_round_odd(v))
             }
             #[inline(always)]
             fn to_f32(self) -> f32 {
@@ -342,6 +408,14 @@ native_float!(f64);
 impl Elem for i64 {
     const DTYPE: DType = DType::I64;
     #[inline(always)]
+    fn to_i64(self) -> i64 {
+        self
+    }
+    #[inline(always)]
+    fn from_i64(v: i64) -> Self {
+        v
+    }
+    #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
     }
@@ -362,6 +436,14 @@ impl Elem for i64 {
 
 impl Elem for bool {
     const DTYPE: DType = DType::Bool;
+    #[inline(always)]
+    fn to_i64(self) -> i64 {
+        self as i64
+    }
+    #[inline(always)]
+    fn from_i64(v: i64) -> Self {
+        v != 0
+    }
     #[inline(always)]
     fn to_f64(self) -> f64 {
         if self { 1.0 } else { 0.0 }
@@ -389,7 +471,7 @@ mod tests {
         // 1 + 2^-8 + 2^-30 is above the bf16 midpoint 1 + 2^-8, so a single rounding goes up; rounding
         // through f32 first would land exactly on the midpoint and tie to even (down).
         let x = 1.0 + 2f64.powi(-8) + 2f64.powi(-30);
-        assert_eq!(x.cast::<bf16>(), bf16::from_f64(x));
+        assert_eq!(x.cast::<bf16>(), <bf16 as Elem>::from_f64(x));
         assert_eq!(x.cast::<bf16>().to_f64(), 1.0 + 2f64.powi(-7));
     }
 

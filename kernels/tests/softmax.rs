@@ -4,8 +4,8 @@
 
 mod common;
 
+use amp_kernels::bf16;
 use amp_kernels::cpu::{self, Dim3};
-use amp_kernels::{Elem, bf16};
 use common::{Rng, TestFloat, assert_close, random_elems, to_elems, to_f64s, tol_for};
 
 /// Layouts with the softmax dimension of odd size, inner = 1 and inner > 1, and one large enough for
@@ -266,18 +266,26 @@ fn backward_matches_jacobian() {
                 for o in 0..d.outer {
                     for i in 0..d.inner {
                         let at = |s: usize| (o * d.size + s) * d.inner + i;
+                        // Magnitudes a correct kernel cancels: Σ|dy·y| (softmax) or Σ|dy| (log-softmax).
+                        let (sum_dy_y, sum_dy) = (0..d.size).fold((0.0, 0.0), |(a, b), s| {
+                            (a + (dyf[at(s)] * yf[at(s)]).abs(), b + dyf[at(s)].abs())
+                        });
                         for t in 0..d.size {
-                            let (mut sum, mut mag) = (0.0, 0.0);
+                            let mut sum = 0.0;
                             for s in 0..d.size {
                                 let delta = if s == t { 1.0 } else { 0.0 };
-                                let term = if log {
+                                sum += if log {
                                     dyf[at(s)] * (delta - yf[at(t)].exp())
                                 } else {
                                     dyf[at(s)] * yf[at(s)] * (delta - yf[at(t)])
                                 };
-                                sum += term;
-                                mag += term.abs();
                             }
+                            let (y, g) = (yf[at(t)], dyf[at(t)].abs());
+                            let mag = if log {
+                                g + y.exp() * sum_dy
+                            } else {
+                                y * (g + sum_dy_y)
+                            };
                             (want[at(t)], scale[at(t)]) = (sum, mag);
                         }
                     }

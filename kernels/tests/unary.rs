@@ -5,7 +5,7 @@
 mod common;
 
 use amp_kernels::cpu::{self, Unary};
-use amp_kernels::{Elem, bf16, f16};
+use amp_kernels::{bf16, f16};
 use common::{Rng, TestFloat, assert_close, to_elems, to_f64s};
 
 /// One instance of every variant (scalar parameters chosen so the function is not trivial), plus a few
