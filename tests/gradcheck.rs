@@ -971,7 +971,6 @@ low_grad_test!(
 
 /// The bf16 gradient of cumsum over 1000 elements is the reverse cumulative sum 1000, 999, ..., 1.
 #[test]
-#[ignore = "bug: cumsum's backward computes total - cumsum(g) + g with each step rounded to E, so bf16/f16 gradients cancel catastrophically (up to 67% off)"]
 fn low_grad_cumsum_long_bf16() {
     let x = Tensor::<bf16>::zeros([1_000]).with_grad();
     let grads = x.cumsum(0).to_f32().sum(..).backward();
@@ -984,7 +983,6 @@ fn low_grad_cumsum_long_bf16() {
 
 /// The same in f16 and over a middle dim, against the f64 gradient on the same rounded inputs.
 #[test]
-#[ignore = "bug: cumsum's backward computes total - cumsum(g) + g with each step rounded to E, so bf16/f16 gradients cancel catastrophically"]
 fn low_grad_cumsum_long() {
     struct Op;
     impl ForwardOp for Op {

@@ -321,7 +321,7 @@ fn cumsum_matches_f64() {
         for d in LAYOUTS {
             let (x, xf) = random_elems::<I>(&mut rng, d.numel(), 1.0);
             let mut out = vec![O::from_f64(f64::NAN); d.numel()];
-            cpu::cumsum(&x, &mut out, d);
+            cpu::cumsum(&x, &mut out, d, false);
             let (mut want, mut scale) = (vec![0.0; d.numel()], vec![0.0; d.numel()]);
             for o in 0..d.outer {
                 for i in 0..d.inner {
@@ -359,13 +359,13 @@ fn cumsum_bf16_accumulates_in_f32() {
     };
     let x = vec![bf16::ONE; d.size];
     let mut out32 = vec![0.0f32; d.size];
-    cpu::cumsum(&x, &mut out32, d);
+    cpu::cumsum(&x, &mut out32, d, false);
     assert!(
         out32.iter().enumerate().all(|(i, &v)| v == (i + 1) as f32),
         "f32 prefix sums are not exact"
     );
     let mut out16 = vec![bf16::ZERO; d.size];
-    cpu::cumsum(&x, &mut out16, d);
+    cpu::cumsum(&x, &mut out16, d, false);
     for (i, v) in out16.iter().enumerate() {
         assert_eq!(*v, bf16::from_f32((i + 1) as f32), "bf16 prefix {i}");
     }
@@ -469,4 +469,30 @@ fn logsumexp_infinities() {
         );
     }
     for_each_float!(run);
+}
+
+/// The reverse scan gives suffix sums: against f64 on a middle-dimension layout with inner > 1.
+#[test]
+fn cumsum_reverse_is_suffix_sums() {
+    let d = Dim3 {
+        outer: 3,
+        size: 17,
+        inner: 5,
+    };
+    let mut rng = Rng::new(41);
+    let (x, xf) = random_elems::<f32>(&mut rng, d.numel(), 1.0);
+    let mut out = vec![0.0f32; d.numel()];
+    cpu::cumsum(&x, &mut out, d, true);
+    let mut want = vec![0.0; d.numel()];
+    for o in 0..d.outer {
+        for i in 0..d.inner {
+            let mut acc = 0.0;
+            for s in (0..d.size).rev() {
+                let k = (o * d.size + s) * d.inner + i;
+                acc += xf[k];
+                want[k] = acc;
+            }
+        }
+    }
+    assert_close("reverse cumsum f32", &to_f64s(&out), &want, |_| 1e-5);
 }

@@ -101,11 +101,11 @@ pub(crate) fn dim_index(op: &str, dim: isize, shape: &[usize]) -> usize {
 /// Resolves a [`Dims`] argument into sorted, distinct dimension indices.
 #[track_caller]
 pub(crate) fn resolve_dims(op: &str, dims: &impl Dims, shape: &[usize]) -> Vec<usize> {
-    let mut out: Vec<usize> = dims
-        .dims(shape.len())
-        .into_iter()
-        .map(|d| dim_index(op, d, shape))
-        .collect();
+    // A loop, not `map`: closures do not forward `#[track_caller]`, and the panic must name the user's line.
+    let mut out = Vec::new();
+    for d in dims.dims(shape.len()) {
+        out.push(dim_index(op, d, shape));
+    }
     out.sort_unstable();
     let before = out.len();
     out.dedup();

@@ -33,6 +33,16 @@ fn check_all(idx: &[i64], bound: usize) -> Result<(), IndexError> {
     }
 }
 
+fn to_acc<E: Float>(values: &[E]) -> Vec<E::Acc> {
+    values.iter().map(|v| v.to_acc()).collect()
+}
+
+fn store_acc<E: Float>(acc: &[E::Acc], out: &mut [E]) {
+    for (o, &a) in out.iter_mut().zip(acc) {
+        *o = E::from_acc(a);
+    }
+}
+
 /// `out[o, t, i] = x[o, idx[o, t, i], i]`: `x` is laid out as `d`; `idx` and `out` as
 /// `{ d.outer, idx_size, d.inner }`.
 pub fn gather<E: Elem>(
@@ -60,7 +70,8 @@ pub fn gather<E: Elem>(
 }
 
 /// `out[o, idx[o, t, i], i] += src[o, t, i]`: `out` is laid out as `d`; `idx` and `src` as
-/// `{ d.outer, idx_size, d.inner }`. Each addition is done in `E::Acc` and rounded.
+/// `{ d.outer, idx_size, d.inner }`. Sums accumulate in `E::Acc` and are rounded once, so a bf16 slot
+/// hit a thousand times does not stall at 256.
 pub fn scatter_add<E: Float>(
     out: &mut [E],
     d: Dim3,
@@ -74,15 +85,16 @@ pub fn scatter_add<E: Float>(
         "scatter_add: lengths do not match"
     );
     check_all(idx, d.size)?;
+    let mut acc = to_acc(out);
     for o in 0..d.outer {
         for t in 0..idx_size {
             for i in 0..d.inner {
                 let k = (o * idx_size + t) * d.inner + i;
-                let slot = &mut out[(o * d.size + idx[k] as usize) * d.inner + i];
-                *slot = E::from_acc(slot.to_acc() + src[k].to_acc());
+                acc[(o * d.size + idx[k] as usize) * d.inner + i] += src[k].to_acc();
             }
         }
     }
+    store_acc(&acc, out);
     Ok(())
 }
 
@@ -108,6 +120,7 @@ pub fn index_select<E: Elem>(
 }
 
 /// `out[o, idx[t], i] += src[o, t, i]`: `out` is laid out as `d`; `src` as `{ d.outer, idx.len(), d.inner }`.
+/// Sums accumulate in `E::Acc` and are rounded once.
 pub fn index_add<E: Float>(
     out: &mut [E],
     d: Dim3,
@@ -119,17 +132,19 @@ pub fn index_add<E: Float>(
         "index_add: lengths do not match"
     );
     check_all(idx, d.size)?;
+    let mut acc = to_acc(out);
     for o in 0..d.outer {
         for (t, &ix) in idx.iter().enumerate() {
-            let dst = &mut out[(o * d.size + ix as usize) * d.inner..][..d.inner];
+            let dst = &mut acc[(o * d.size + ix as usize) * d.inner..][..d.inner];
             for (slot, &v) in dst
                 .iter_mut()
                 .zip(&src[(o * idx.len() + t) * d.inner..][..d.inner])
             {
-                *slot = E::from_acc(slot.to_acc() + v.to_acc());
+                *slot += v.to_acc();
             }
         }
     }
+    store_acc(&acc, out);
     Ok(())
 }
 

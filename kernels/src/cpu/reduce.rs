@@ -123,8 +123,9 @@ pub fn arg_reduce<E: Float>(max: bool, x: &[E], out: &mut [i64], d: Dim3) {
     });
 }
 
-/// Inclusive prefix sums along the dimension.
-pub fn cumsum<I: Float, O: Elem>(x: &[I], out: &mut [O], d: Dim3) {
+/// Inclusive prefix sums along the dimension: `out[s] = Σ_{t ≤ s} x[t]`, or with `reverse` the suffix
+/// sums `out[s] = Σ_{t ≥ s} x[t]` (the backward of a prefix sum). Accumulates in `I::Acc`.
+pub fn cumsum<I: Float, O: Elem>(x: &[I], out: &mut [O], d: Dim3, reverse: bool) {
     assert!(
         x.len() == d.numel() && out.len() == d.numel(),
         "cumsum: lengths do not match the layout"
@@ -133,15 +134,24 @@ pub fn cumsum<I: Float, O: Elem>(x: &[I], out: &mut [O], d: Dim3) {
     if block == 0 {
         return;
     }
+    let scan = |out: &mut [O], x: &[I], s: usize, acc: &mut [I::Acc]| {
+        let (orow, xrow) = (
+            &mut out[s * d.inner..][..d.inner],
+            &x[s * d.inner..][..d.inner],
+        );
+        for ((o, a), &v) in orow.iter_mut().zip(acc.iter_mut()).zip(xrow) {
+            *a += v.to_acc();
+            *o = a.cast::<O>();
+        }
+    };
     out.par_chunks_mut(block)
         .zip(x.par_chunks(block))
         .for_each(|(out, x)| {
             let mut acc = vec![I::Acc::ZERO; d.inner];
-            for (orow, xrow) in out.chunks_exact_mut(d.inner).zip(x.chunks_exact(d.inner)) {
-                for ((o, a), &v) in orow.iter_mut().zip(&mut acc).zip(xrow) {
-                    *a += v.to_acc();
-                    *o = a.cast::<O>();
-                }
+            if reverse {
+                (0..d.size).rev().for_each(|s| scan(out, x, s, &mut acc));
+            } else {
+                (0..d.size).for_each(|s| scan(out, x, s, &mut acc));
             }
         });
 }

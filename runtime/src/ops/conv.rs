@@ -161,8 +161,29 @@ impl<E: Float> Tensor<E> {
         padding: usize,
     ) -> Tensor<E> {
         let (sx, sw) = (self.shape(), weight.shape());
-        if sx.len() != 3 || sw.len() != 3 {
-            panic!("conv1d: input {sx:?} and weight {sw:?} must be [n, c, l] and [out_c, c, k]");
+        if sx.len() != 3 || sw.len() != 3 || sx[1] != sw[1] {
+            panic!(
+                "conv1d: input {sx:?} and weight {sw:?} must be [n, c, l] and [out_c, c, k] with equal c"
+            );
+        }
+        if stride == 0 {
+            panic!("conv1d: stride must be positive, got {stride}");
+        }
+        if sx[2] + 2 * padding < sw[2] {
+            panic!(
+                "conv1d: kernel size {} is larger than the padded input length {}",
+                sw[2],
+                sx[2] + 2 * padding
+            );
+        }
+        if let Some(b) = bias
+            && b.shape() != [sw[0]]
+        {
+            panic!(
+                "conv1d: bias of shape {:?} does not match {} output channels",
+                b.shape(),
+                sw[0]
+            );
         }
         let y = self
             .unsqueeze(2)

@@ -8,6 +8,14 @@ use crate::shape::{broadcast_shapes, numel};
 use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, GemmSpec};
 
+/// Whether two batch shapes broadcast together (aligned at the right, each dimension equal or 1).
+fn batches_broadcast(a: &[usize], b: &[usize]) -> bool {
+    a.iter()
+        .rev()
+        .zip(b.iter().rev())
+        .all(|(&x, &y)| x == y || x == 1 || y == 1)
+}
+
 /// Runs one GEMM into a fresh buffer.
 pub(crate) fn gemm_new<T: Float, O: Float>(spec: GemmSpec, a: &[T], b: &[T]) -> Vec<O> {
     let mut c = buffer::<O>(spec.batch * spec.m * spec.n);
@@ -74,6 +82,11 @@ impl<E: Float> Tensor<E> {
             );
         }
         let (a_batch, b_batch) = (&a_lift[..a_lift.len() - 2], &b_lift[..b_lift.len() - 2]);
+        if !batches_broadcast(a_batch, b_batch) {
+            panic!(
+                "matmul: cannot multiply shapes {sa:?} and {sb:?}: batch dimensions {a_batch:?} and {b_batch:?} do not broadcast"
+            );
+        }
         let batch_shape = broadcast_shapes("matmul", a_batch, b_batch);
         let batch = numel(&batch_shape);
         // An operand whose batch is smaller than the result's but not 1 is materialized at full size.

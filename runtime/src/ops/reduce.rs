@@ -57,8 +57,11 @@ impl<E: Float> Tensor<E> {
     /// first moved to the end.
     fn reduce_raw<O: Element>(&self, op: Reduce, dims: &[usize]) -> Vec<O> {
         let shape = self.shape();
-        let mut out =
-            buffer::<O>(numel(shape) / dims.iter().map(|&d| shape[d]).product::<usize>().max(1));
+        let kept: usize = (0..shape.len())
+            .filter(|d| !dims.contains(d))
+            .map(|d| shape[d])
+            .product();
+        let mut out = buffer::<O>(kept);
         if dims.is_empty() {
             cpu::cast(self.data(), &mut out);
             return out;
@@ -80,7 +83,7 @@ impl<E: Float> Tensor<E> {
             cpu::permute(self.data(), shape, &perm, &mut moved);
             let size: usize = dims.iter().map(|&d| shape[d]).product();
             let layout = Dim3 {
-                outer: self.numel() / size.max(1),
+                outer: kept,
                 size,
                 inner: 1,
             };
@@ -246,19 +249,17 @@ impl<E: Float> Tensor<E> {
         let d = dim_index("cumsum", dim, self.shape());
         let layout = Dim3::of(self.shape(), d);
         let mut out = buffer::<E>(self.numel());
-        cpu::cumsum(self.data(), &mut out, layout);
+        cpu::cumsum(self.data(), &mut out, layout, false);
         Tensor::record_vec(
             "cumsum",
             out,
             self.shape().to_vec(),
             &[self.node()],
             move |g, _| {
-                // d/dx_i of Σ_j y_j = Σ_{j≥i} g_j = total - cumsum(g)_i + g_i
-                let total = g.sum_keepdim(d);
-                let dx = total
-                    .binary_same(&g.cumsum(d as isize), Binary::Sub, "cumsum")
-                    .binary_same(g, Binary::Add, "cumsum");
-                vec![Some(dx.into())]
+                // d/dx_s of Σ_t g_t·y_t is Σ_{t ≥ s} g_t: a suffix sum, accumulated in f32.
+                let mut dx = buffer::<E>(g.numel());
+                cpu::cumsum(g.data(), &mut dx, layout, true);
+                vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
             },
         )
     }
@@ -314,6 +315,7 @@ impl<E: Float> Tensor<E> {
         )
     }
 
+    #[track_caller]
     fn arg_op(&self, name: &str, max: bool, dim: isize) -> Tensor<i64> {
         let d = dim_index(name, dim, self.shape());
         if self.shape()[d] == 0 {
