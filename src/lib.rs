@@ -6,7 +6,7 @@
 //! attributes that rewrite model code arrive with the macro crate; this crate already provides the typed
 //! tensor runtime they target:
 //!
-//! - [`Tensor<E>`](Tensor) over `f32`, [`bf16`], [`f16`] and `f64` (plus `i64` labels and `bool` masks):
+//! - [`Tensor<E>`](Tensor) over `f32`, [`bf16`], [`f16`](struct@f16) and `f64` (plus `i64` labels and `bool` masks):
 //!   contiguous, row-major, cheap to clone, with a static element type. Mixing `bf16` and `f16` does not
 //!   compile; `bf16` with `f32` promotes to `f32`.
 //! - Reverse-mode autograd: [`Tensor::backward`] returns [`Grads`] keyed by parameter; [`no_grad`] turns
@@ -26,6 +26,8 @@
 //! let grads = loss.backward();
 //! assert_eq!(grads.get(&w).unwrap().dtype(), DType::F32);
 //! ```
+
+#![warn(missing_docs)]
 
 // The macros emit `::amp::...` paths; this lets them resolve inside this crate's own tests and examples.
 extern crate self as amp;

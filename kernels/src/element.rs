@@ -134,7 +134,7 @@ fn f64_to_f32_round_odd(v: f64) -> f32 {
     })
 }
 
-/// The floating-point element types: `f32`, `f64`, [`bf16`] and [`f16`]. Sealed.
+/// The floating-point element types: `f32`, `f64`, [`bf16`] and [`f16`](struct@half::f16). Sealed.
 ///
 /// Arithmetic on a `Float` runs in its [`Float::Acc`] type: f32 for the 32- and 16-bit types, f64 for f64.
 /// That is how every reduction, softmax and norm accumulates in f32 even for bf16/f16 inputs.

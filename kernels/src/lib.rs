@@ -19,6 +19,8 @@
 //! assert_eq!(y, [1.0, 0.0]);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod cpu;
 mod element;
 

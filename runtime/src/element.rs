@@ -17,7 +17,7 @@ pub trait Element: amp_kernels::Elem {
     fn any_ref(t: &AnyTensor) -> Option<&Tensor<Self>>;
 }
 
-/// The floating-point element types: `f32`, `f64`, [`bf16`] and [`f16`]. Sealed.
+/// The floating-point element types: `f32`, `f64`, [`bf16`] and [`f16`](struct@half::f16). Sealed.
 ///
 /// Arithmetic on a `Float` runs in its accumulation type (f32 for the 32- and 16-bit types, f64 for f64)
 /// and rounds once on output, so reductions, softmax and norms of bf16/f16 tensors accumulate in f32.

@@ -16,6 +16,8 @@
 //! assert_eq!(grads.get(&w).unwrap().shape(), &[4, 3]); // f32 gradient for the f32 master
 //! ```
 
+#![warn(missing_docs)]
+
 mod autograd;
 mod element;
 mod ops;
