@@ -32,13 +32,19 @@
 // The macros emit `::amp::...` paths; this lets them resolve inside this crate's own tests and examples.
 extern crate self as amp;
 
+pub use amp_macros::{autocast, keep_fp32};
 pub use amp_runtime::*;
+
+pub use amp_runtime::autocast::{Report, report, set_tracing};
+pub use amp_runtime::policy::Policy;
 
 /// The CPU kernels behind the runtime (for benchmarks and custom ops).
 pub use amp_kernels as kernels;
 
 /// The names most model code needs: `use amp::prelude::*;`.
 pub mod prelude {
+    pub use amp_macros::{autocast, keep_fp32};
+    pub use amp_runtime::policy::{Bf16, F16, F32, Policy};
     pub use amp_runtime::{DType, Float, Grads, Param, Rng, Tensor, bf16, f16, no_grad};
 }
 
@@ -47,6 +53,7 @@ pub mod prelude {
 pub mod __private {
     pub use amp_kernels;
     pub use amp_runtime;
+    pub use amp_runtime::autocast;
 }
 
 /// The README's Rust examples, compiled and run as doc tests so they stay true.

@@ -96,6 +96,8 @@ pub fn train(mode: Mode, data: &Digits, epochs: usize, lr: f32, seed: u64) -> Ru
             );
             let loss = forward(&x).cross_entropy(&y);
             let grads = loss.backward();
+            // Drop the graph before updating, so the weights are updated in place, not copied.
+            let loss = loss.item();
             for p in model.params() {
                 let g = grads
                     .get(p)
@@ -103,9 +105,9 @@ pub fn train(mode: Mode, data: &Digits, epochs: usize, lr: f32, seed: u64) -> Ru
                     .to_vec();
                 p.update(|w| w.iter_mut().zip(&g).for_each(|(w, g)| *w -= lr * g));
             }
-            total += loss.item();
+            total += loss;
             batches += 1;
-            first_loss.get_or_insert(loss.item());
+            first_loss.get_or_insert(loss);
         }
         epoch_loss = total / batches as f32;
     }

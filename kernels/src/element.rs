@@ -22,7 +22,7 @@ pub enum DType {
 }
 
 impl DType {
-    /// The name PyTorch and safetensors use for this type (`"f32"`, `"bf16"`, ...).
+    /// The short name: `"f32"`, `"f64"`, `"bf16"`, `"f16"`, `"i64"`, `"bool"`.
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -68,7 +68,17 @@ mod sealed {
 
 /// Every element type a tensor can hold. Sealed: the set is fixed by the kernels.
 pub trait Elem:
-    Copy + Default + PartialEq + PartialOrd + fmt::Debug + Send + Sync + 'static + sealed::Sealed
+    Copy
+    + Default
+    + PartialEq
+    + PartialOrd
+    + fmt::Debug
+    + Send
+    + Sync
+    + std::panic::UnwindSafe
+    + std::panic::RefUnwindSafe
+    + 'static
+    + sealed::Sealed
 {
     /// The run-time name of this type.
     const DTYPE: DType;

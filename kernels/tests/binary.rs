@@ -170,6 +170,7 @@ fn compare_reference(op: Compare, a: f64, b: f64) -> bool {
         Compare::Le => a <= b,
         Compare::Gt => a > b,
         Compare::Ge => a >= b,
+        Compare::Same => a == b || (a.is_nan() && b.is_nan()),
     }
 }
 
@@ -192,6 +193,7 @@ fn check_compare<E: Elem>(
         Compare::Le,
         Compare::Gt,
         Compare::Ge,
+        Compare::Same,
     ] {
         let mut out = vec![false; numel];
         cpu::compare(op, &a, &b, &mut out, &layout);

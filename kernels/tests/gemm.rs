@@ -349,3 +349,22 @@ fn empty_dimensions() {
     cpu::gemm(&spec(1, 0, 3, 4, false, false), &[], &[1.0f32; 12], &mut c);
     cpu::gemm(&spec(2, 3, 0, 4, false, false), &[1.0f32; 24], &[], &mut c);
 }
+
+/// A spec whose C size overflows usize is rejected with a panic, never turned into out-of-bounds writes.
+#[test]
+#[should_panic(expected = "gemm: C size")]
+fn overflowing_sizes_panic() {
+    let n = 6_148_914_691_236_517_206; // 3·n wraps to 2 in release builds
+    let spec = GemmSpec {
+        batch: 1,
+        m: 3,
+        n,
+        k: 0,
+        a_trans: false,
+        b_trans: false,
+        a_batch_stride: 0,
+        b_batch_stride: 0,
+        accumulate: false,
+    };
+    cpu::gemm::<f32, f32>(&spec, &[], &[], &mut [7.0; 2]);
+}

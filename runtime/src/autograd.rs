@@ -11,6 +11,7 @@ use crate::tensor::{Storage, Tensor};
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,7 +40,8 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Turns gradient recording off on this thread until dropped (restoring the previous state, also when
-/// unwinding from a panic).
+/// unwinding from a panic). Guards restore in reverse order of creation, as nested scopes drop them;
+/// dropping an outer guard before an inner one leaves recording as the inner guard found it.
 pub struct NoGradGuard {
     previous: bool,
     // The flag is thread-local, so the guard must be dropped on the thread that made it.
@@ -48,6 +50,7 @@ pub struct NoGradGuard {
 
 impl NoGradGuard {
     /// Turns recording off.
+    #[must_use = "recording turns back on when the guard is dropped; bind it with `let _guard = ...`"]
     pub fn new() -> Self {
         let previous = GRAD_ENABLED.with(|g| g.replace(false));
         NoGradGuard {
@@ -74,7 +77,10 @@ impl Drop for NoGradGuard {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GradId(u64);
 
-type BackwardFn = Box<dyn Fn(&AnyTensor) -> Vec<Option<AnyTensor>> + Send + Sync>;
+// Unwind-safe so that tensors and parameters can cross `catch_unwind` (a backward closure holds only
+// saved values, which a panic cannot leave half-updated).
+type BackwardFn =
+    Box<dyn Fn(&AnyTensor) -> Vec<Option<AnyTensor>> + Send + Sync + RefUnwindSafe + UnwindSafe>;
 
 /// One recorded op (or a leaf, which has no backward closure).
 pub(crate) struct Node {
@@ -133,7 +139,12 @@ impl<E: Element> Tensor<E> {
         backward: F,
     ) -> Self
     where
-        F: Fn(&Tensor<E>, &[bool]) -> Vec<Option<AnyTensor>> + Send + Sync + 'static,
+        F: Fn(&Tensor<E>, &[bool]) -> Vec<Option<AnyTensor>>
+            + Send
+            + Sync
+            + RefUnwindSafe
+            + UnwindSafe
+            + 'static,
     {
         if !is_grad_enabled() || inputs.iter().all(Option::is_none) {
             return Self::from_storage(data, shape, None);
@@ -162,7 +173,12 @@ impl<E: Element> Tensor<E> {
         backward: F,
     ) -> Self
     where
-        F: Fn(&Tensor<E>, &[bool]) -> Vec<Option<AnyTensor>> + Send + Sync + 'static,
+        F: Fn(&Tensor<E>, &[bool]) -> Vec<Option<AnyTensor>>
+            + Send
+            + Sync
+            + RefUnwindSafe
+            + UnwindSafe
+            + 'static,
     {
         Self::record(op, Arc::new(Storage::Cpu(data)), shape, inputs, backward)
     }
@@ -276,6 +292,7 @@ fn run_backward(root: &Arc<Node>, seed: AnyTensor) -> Grads {
 /// The gradients [`Tensor::backward`] computed, one per leaf (parameter or [`Tensor::with_grad`] tensor)
 /// the loss depends on. A gradient has its leaf's element type: f32 for [`Param`](crate::Param)s.
 #[derive(Clone, Debug, Default)]
+#[must_use]
 pub struct Grads {
     map: HashMap<GradId, AnyTensor>,
 }

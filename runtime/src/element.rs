@@ -2,6 +2,7 @@
 //! floating-point types, [`Promote`] for mixed-type arithmetic, and [`AnyTensor`] for type-erased tensors.
 
 use crate::Tensor;
+use crate::policy::Policy;
 use half::{bf16, f16};
 
 pub use amp_kernels::DType;
@@ -22,21 +23,29 @@ pub trait Element: amp_kernels::Elem {
 /// Arithmetic on a `Float` runs in its accumulation type (f32 for the 32- and 16-bit types, f64 for f64)
 /// and rounds once on output, so reductions, softmax and norms of bf16/f16 tensors accumulate in f32.
 pub trait Float: Element + amp_kernels::Float<Acc = <Self as Float>::Compute> {
-    /// The type arithmetic on this element runs in: f32 for f32/bf16/f16, f64 for f64.
+    /// The type arithmetic on this element runs in: f32 for f32/bf16/f16, f64 for f64. Under autocast
+    /// this is also the type of the f32-class ops.
     type Compute: Float<Compute = <Self as Float>::Compute> + amp_kernels::Accum;
+    /// The type a low-precision op (matmul, linear, ...) runs in under policy `P`: `P::Low`, except that
+    /// f64 tensors are never cast.
+    type Low<P: Policy>: Float;
 }
 
 impl Float for f32 {
     type Compute = f32;
+    type Low<P: Policy> = P::Low;
 }
 impl Float for f64 {
     type Compute = f64;
+    type Low<P: Policy> = f64;
 }
 impl Float for bf16 {
     type Compute = f32;
+    type Low<P: Policy> = P::Low;
 }
 impl Float for f16 {
     type Compute = f32;
+    type Low<P: Policy> = P::Low;
 }
 
 /// A tensor whose element type is known only at run time (gradients, checkpoints, cast caches).

@@ -18,10 +18,12 @@
 
 #![warn(missing_docs)]
 
+pub mod autocast;
 mod autograd;
 mod element;
 mod ops;
 mod param;
+pub mod policy;
 mod rng;
 mod shape;
 mod tensor;

@@ -72,8 +72,8 @@ impl Param {
     }
 
     fn state(&self) -> MutexGuard<'_, ParamState> {
-        // A panic while holding the lock cannot leave the state half-updated (every update is one
-        // assignment), so a poisoned lock is still usable.
+        // Every update leaves a consistent state even when it panics (see `update`), so a poisoned lock
+        // is still usable.
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -165,14 +165,24 @@ impl Param {
 
     /// Updates the master weight in place (copying first if anything else still holds the old value,
     /// such as a graph saved for backward) and bumps the version.
+    ///
+    /// If `f` panics, the parameter keeps whatever `f` wrote so far, as a new version (so no stale cast is
+    /// handed out), and the panic continues.
     pub fn update(&self, f: impl FnOnce(&mut [f32])) {
         let mut state = self.state();
         let shape = state.value.shape().to_vec();
-        let leaf = self.inner.leaf.clone();
-        let value = std::mem::replace(&mut state.value, Tensor::zeros(Vec::new()));
-        state.value = value.map_data_in_place(f, shape, Some(leaf));
+        // The placeholder is never observed: the value is put back below, also when `f` panics.
+        let value = std::mem::replace(&mut state.value, Tensor::scalar(0.0));
+        let mut data = value.into_vec();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut data)));
+        state.value =
+            Tensor::from_data(data, shape.clone()).with_shape(shape, Some(self.inner.leaf.clone()));
         state.version += 1;
         state.casts.clear();
+        drop(state);
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     /// Whether a cast of type `E` for the current version is cached (for tests and diagnostics).

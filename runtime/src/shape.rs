@@ -63,22 +63,23 @@ macro_rules! dims_int {
     ($($t:ty),*) => {$(
         impl Dims for $t {
             fn dims(&self, _rank: usize) -> Vec<isize> {
-                vec![*self as isize]
+                // An index too large for isize is out of range for any tensor; keep it so.
+                vec![isize::try_from(*self).unwrap_or(isize::MAX)]
             }
         }
         impl<const N: usize> Dims for [$t; N] {
             fn dims(&self, _rank: usize) -> Vec<isize> {
-                self.iter().map(|&d| d as isize).collect()
+                self.iter().map(|&d| isize::try_from(d).unwrap_or(isize::MAX)).collect()
             }
         }
         impl Dims for &[$t] {
             fn dims(&self, _rank: usize) -> Vec<isize> {
-                self.iter().map(|&d| d as isize).collect()
+                self.iter().map(|&d| isize::try_from(d).unwrap_or(isize::MAX)).collect()
             }
         }
         impl Dims for Vec<$t> {
             fn dims(&self, _rank: usize) -> Vec<isize> {
-                self.iter().map(|&d| d as isize).collect()
+                self.iter().map(|&d| isize::try_from(d).unwrap_or(isize::MAX)).collect()
             }
         }
     )*};

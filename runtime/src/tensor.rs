@@ -42,6 +42,7 @@ impl<E> Storage<E> {
 /// assert_eq!(y.to_vec(), vec![2.0, 5.0, 10.0, 17.0]);
 /// assert_eq!(y.sum(..).item(), 34.0);
 /// ```
+#[must_use = "tensor ops return a new tensor and leave their inputs unchanged"]
 pub struct Tensor<E: Element> {
     inner: Arc<Inner<E>>,
 }
@@ -201,6 +202,24 @@ impl<E: Element> Tensor<E> {
         Self::from_storage(self.inner.data.clone(), self.inner.shape.clone(), None)
     }
 
+    /// The elements as an owned vector: the buffer itself when nothing else shares it, else a copy.
+    pub(crate) fn into_vec(self) -> Vec<E> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(inner) => match Arc::try_unwrap(inner.data) {
+                Ok(Storage::Cpu(v)) => v,
+                Err(shared) => shared.as_slice().to_vec(),
+            },
+            Err(shared) => shared.data.as_slice().to_vec(),
+        }
+    }
+
+    /// The same data and history with another shape (no check: callers validate).
+    pub(crate) fn with_shape(&self, shape: Vec<usize>, node: Option<Arc<Node>>) -> Self {
+        Self::from_storage(self.inner.data.clone(), shape, node)
+    }
+}
+
+impl<E: Float> Tensor<E> {
     /// The same data as a new leaf whose gradient [`backward`](Tensor::backward) reports in its
     /// [`Grads`](crate::Grads). Model weights are usually [`Param`](crate::Param)s instead.
     ///
@@ -218,32 +237,6 @@ impl<E: Element> Tensor<E> {
         )
     }
 
-    /// Applies `f` to the elements, in place when nothing else shares them, and returns the result as a
-    /// tensor with `shape` and `node`.
-    pub(crate) fn map_data_in_place(
-        self,
-        f: impl FnOnce(&mut [E]),
-        shape: Vec<usize>,
-        node: Option<Arc<Node>>,
-    ) -> Self {
-        let mut data = match Arc::try_unwrap(self.inner) {
-            Ok(inner) => match Arc::try_unwrap(inner.data) {
-                Ok(Storage::Cpu(v)) => v,
-                Err(shared) => shared.as_slice().to_vec(),
-            },
-            Err(shared) => shared.data.as_slice().to_vec(),
-        };
-        f(&mut data);
-        Self::from_storage(Arc::new(Storage::Cpu(data)), shape, node)
-    }
-
-    /// The same data and history with another shape (no check: callers validate).
-    pub(crate) fn with_shape(&self, shape: Vec<usize>, node: Option<Arc<Node>>) -> Self {
-        Self::from_storage(self.inner.data.clone(), shape, node)
-    }
-}
-
-impl<E: Float> Tensor<E> {
     /// Samples from the standard normal distribution, reproducibly from `rng`.
     pub fn randn(shape: impl IntoShape, rng: &mut Rng) -> Self {
         let shape = shape.into_shape();

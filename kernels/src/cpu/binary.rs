@@ -183,6 +183,8 @@ pub enum Compare {
     Gt,
     /// `a >= b`
     Ge,
+    /// `a == b`, or both NaN (which of several elements a max or min came from).
+    Same,
 }
 
 /// `out = a <op> b` with broadcasting. Comparisons with NaN are false (except `Ne`).
@@ -201,6 +203,8 @@ pub fn compare<E: Elem>(op: Compare, a: &[E], b: &[E], out: &mut [bool], layout:
             Compare::Le => x <= y,
             Compare::Gt => x > y,
             Compare::Ge => x >= y,
+            #[allow(clippy::eq_op)] // x != x is the generic NaN test
+            Compare::Same => x == y || (x != x && y != y),
         };
     });
 }

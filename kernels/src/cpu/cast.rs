@@ -4,7 +4,8 @@ use super::par_chunks_mut;
 use crate::Elem;
 
 /// Converts `x` into `out` element by element, rounding once to nearest even (overflow becomes ±inf, NaN
-/// stays NaN); bit-identical to `half`'s conversions. Float to integer truncates toward zero.
+/// stays NaN). From f32, bf16 and f16 sources this is bit-identical to `half`; from f64 and i64 it is
+/// correctly rounded (`half`'s own f64 conversion rounds twice). Float to integer truncates toward zero.
 pub fn cast<I: Elem, O: Elem>(x: &[I], out: &mut [O]) {
     assert_eq!(x.len(), out.len(), "cast: input and output lengths differ");
     par_chunks_mut(out, |start, out| {

@@ -57,27 +57,39 @@ impl GemmSpec {
 const MR: usize = 4;
 /// Columns of the register tile.
 const NR: usize = 16;
-/// Rows of an output tile (one parallel task).
+/// Most rows of an output tile.
 const MC: usize = 64;
 /// Columns of an output tile.
 const NC: usize = 256;
 /// Depth of one packed block.
 const KC: usize = 256;
 
+/// `a · b`, panicking (naming the op) instead of wrapping on overflow.
+fn product(what: &str, factors: &[usize]) -> usize {
+    factors
+        .iter()
+        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
+        .unwrap_or_else(|| panic!("gemm: {what} size {factors:?} overflows usize"))
+}
+
 /// Computes the product described by `spec`, reading `T`, accumulating in `T::Acc`, writing `O`.
 pub fn gemm<T: Float, O: Float>(spec: &GemmSpec, a: &[T], b: &[T], c: &mut [O]) {
     let GemmSpec { batch, m, n, k, .. } = *spec;
+    let c_len = product("C", &[batch, m, n]);
     assert_eq!(
         c.len(),
-        batch * m * n,
+        c_len,
         "gemm: C has {} elements, expected {batch}×{m}×{n}",
         c.len()
     );
     if batch > 0 {
-        let (a_need, b_need) = (
-            (batch - 1) * spec.a_batch_stride + m * k,
-            (batch - 1) * spec.b_batch_stride + k * n,
-        );
+        let a_need =
+            product("A", &[batch - 1, spec.a_batch_stride]).checked_add(product("A", &[m, k]));
+        let b_need =
+            product("B", &[batch - 1, spec.b_batch_stride]).checked_add(product("B", &[k, n]));
+        let (Some(a_need), Some(b_need)) = (a_need, b_need) else {
+            panic!("gemm: operand size overflows usize")
+        };
         assert!(
             a.len() >= a_need && b.len() >= b_need,
             "gemm: operands shorter than the spec requires"
@@ -86,51 +98,41 @@ pub fn gemm<T: Float, O: Float>(spec: &GemmSpec, a: &[T], b: &[T], c: &mut [O]) 
     if c.is_empty() {
         return;
     }
-    let (row_tiles, col_tiles) = (m.div_ceil(MC), n.div_ceil(NC));
-    // Each task owns one MC×NC tile of C. Tiles of C are disjoint, so hand each task its rows of C through
-    // a raw pointer wrapper; the index arithmetic below never lets two tasks touch the same element.
-    let c_ptr = SendPtr(c.as_mut_ptr());
-    let tasks = batch * row_tiles * col_tiles;
-    let run = |task: usize| {
-        let bi = task / (row_tiles * col_tiles);
-        let ic = (task / col_tiles) % row_tiles * MC;
-        let jc = task % col_tiles * NC;
+    // Each task owns a block of whole rows of C (so tasks borrow disjoint slices) and walks every column
+    // tile. Blocks are small enough to give both cores work even when m is modest.
+    let rows = MC.min((m.div_ceil(4)).div_ceil(MR) * MR).max(MR);
+    let blocks_per_batch = m.div_ceil(rows);
+    let run = |(task, block): (usize, &mut [O])| {
+        let (bi, ic) = (task / blocks_per_batch, task % blocks_per_batch * rows);
         let a = &a[bi * spec.a_batch_stride..];
         let b = &b[bi * spec.b_batch_stride..];
-        let (mc, nc) = (MC.min(m - ic), NC.min(n - jc));
-        let tile = compute_tile::<T>(spec, a, b, ic, jc, mc, nc);
-        let nc_pad = nc.div_ceil(NR) * NR;
-        for i in 0..mc {
-            // SAFETY: row `ic + i`, columns `jc..jc + nc` of batch `bi` belong to this task alone.
-            let row = unsafe {
-                std::slice::from_raw_parts_mut(c_ptr.get().add(bi * m * n + (ic + i) * n + jc), nc)
-            };
-            for (j, out) in row.iter_mut().enumerate() {
-                let v = tile[i * nc_pad + j];
-                let v = if spec.accumulate {
-                    out.to_acc().cast::<T::Acc>() + v
-                } else {
-                    v
-                };
-                *out = v.cast::<O>();
+        let mc = block.len() / n;
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            let tile = compute_tile::<T>(spec, a, b, ic, jc, mc, nc);
+            let nc_pad = nc.div_ceil(NR) * NR;
+            for i in 0..mc {
+                for (j, out) in block[i * n + jc..][..nc].iter_mut().enumerate() {
+                    let v = tile[i * nc_pad + j];
+                    let v = if spec.accumulate {
+                        out.to_acc().cast::<T::Acc>() + v
+                    } else {
+                        v
+                    };
+                    *out = v.cast::<O>();
+                }
             }
         }
     };
-    if spec.flops() < 2.0 * 64.0 * 64.0 * 64.0 || tasks == 1 {
-        (0..tasks).for_each(run);
+    // Row blocks never straddle two batches: each batch's m rows split into `blocks_per_batch` blocks.
+    let blocks = c
+        .chunks_mut(m * n)
+        .flat_map(|batch_c| batch_c.chunks_mut(rows * n));
+    if spec.flops() < 2.0 * 64.0 * 64.0 * 64.0 {
+        blocks.enumerate().for_each(run);
     } else {
-        (0..tasks).into_par_iter().for_each(run);
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr<O>(*mut O);
-// SAFETY: tasks write disjoint regions (see `gemm`).
-unsafe impl<O> Send for SendPtr<O> {}
-unsafe impl<O> Sync for SendPtr<O> {}
-impl<O> SendPtr<O> {
-    fn get(self) -> *mut O {
-        self.0
+        let blocks: Vec<&mut [O]> = blocks.collect();
+        blocks.into_par_iter().enumerate().for_each(run);
     }
 }
 

@@ -29,6 +29,7 @@ impl<E: Float> Tensor<E> {
                 "attention: query {sq:?}, key {sk:?} and value {sv:?} must be [..., lq, d], [..., lk, d] and [..., lk, dv]"
             );
         }
+        crate::autocast::trace_low_op("attention", E::DTYPE);
         let (lq, lk, d, dv) = (sq[r - 2], sk[r - 2], sq[r - 1], sv[r - 1]);
         let batch: usize = sq[..r - 2].iter().product();
         let scale = 1.0 / (d as f64).sqrt();

@@ -2,8 +2,9 @@
 //! comparisons and `where_`, plus the `+ - * /` operators for tensors and scalars.
 
 use crate::autograd::grad_if;
-use crate::element::{Element, Float, Promote};
+use crate::element::{AnyTensor, Element, Float, Promote};
 use crate::ops::buffer;
+use crate::param::Param;
 use crate::shape::{broadcast_shapes, numel};
 use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, Binary, Broadcast, Compare, Unary};
@@ -22,62 +23,16 @@ impl<E: Float> Tensor<E> {
         let layout = Broadcast::new(&shape, &[self.shape(), other.shape()]);
         let mut out = buffer::<E>(numel(&shape));
         cpu::binary(op, self.data(), other.data(), &mut out, &layout);
-        let (a, b) = (self.detach(), other.detach());
+        // Add and Sub need only the shapes; the others need the values.
+        let (a_shape, b_shape) = (self.shape().to_vec(), other.shape().to_vec());
+        let values =
+            (!matches!(op, Binary::Add | Binary::Sub)).then(|| (self.detach(), other.detach()));
         Tensor::record_vec(
             name,
             out,
             shape,
             &[self.node(), other.node()],
-            move |g, needs| {
-                let (ga, gb) = match op {
-                    Binary::Add => (
-                        grad_if(needs[0], || g.sum_to(a.shape())),
-                        grad_if(needs[1], || g.sum_to(b.shape())),
-                    ),
-                    Binary::Sub => (
-                        grad_if(needs[0], || g.sum_to(a.shape())),
-                        grad_if(needs[1], || g.neg().sum_to(b.shape())),
-                    ),
-                    Binary::Mul => (
-                        grad_if(needs[0], || {
-                            g.binary_same(&b, Binary::Mul, "mul").sum_to(a.shape())
-                        }),
-                        grad_if(needs[1], || {
-                            g.binary_same(&a, Binary::Mul, "mul").sum_to(b.shape())
-                        }),
-                    ),
-                    Binary::Div => (
-                        grad_if(needs[0], || {
-                            g.binary_same(&b, Binary::Div, "div").sum_to(a.shape())
-                        }),
-                        grad_if(needs[1], || {
-                            let b2 = b.binary_same(&b, Binary::Mul, "mul");
-                            g.binary_same(&a, Binary::Mul, "mul")
-                                .binary_same(&b2, Binary::Div, "div")
-                                .neg()
-                                .sum_to(b.shape())
-                        }),
-                    ),
-                    Binary::Maximum | Binary::Minimum => {
-                        // The winner takes the gradient; a tie splits it evenly (as PyTorch).
-                        let wins = if op == Binary::Maximum {
-                            a.gt(&b)
-                        } else {
-                            a.lt(&b)
-                        };
-                        let ties = a.eq(&b);
-                        let zero = Tensor::<E>::zeros(Vec::new());
-                        let half_g = g.map("mul", Unary::MulScalar(0.5));
-                        let ga = g.where_same(&wins, &half_g.where_same(&ties, &zero));
-                        let gb = g.binary_same(&ga, Binary::Sub, "sub");
-                        (
-                            grad_if(needs[0], || ga.sum_to(a.shape())),
-                            grad_if(needs[1], || gb.sum_to(b.shape())),
-                        )
-                    }
-                };
-                vec![ga, gb]
-            },
+            move |g, needs| binary_backward(op, g, needs, (&a_shape, &b_shape), values.as_ref()),
         )
     }
 
@@ -108,6 +63,73 @@ impl<E: Float> Tensor<E> {
             },
         )
     }
+}
+
+/// Gradients of a same-type broadcasting op; `values` holds the inputs for every op but add and sub.
+fn binary_backward<E: Float>(
+    op: Binary,
+    g: &Tensor<E>,
+    needs: &[bool],
+    (a_shape, b_shape): (&[usize], &[usize]),
+    values: Option<&(Tensor<E>, Tensor<E>)>,
+) -> Vec<Option<AnyTensor>> {
+    let (ga, gb) = match (op, values) {
+        (Binary::Add, _) => (
+            grad_if(needs[0], || g.sum_to(a_shape)),
+            grad_if(needs[1], || g.sum_to(b_shape)),
+        ),
+        (Binary::Sub, _) => (
+            grad_if(needs[0], || g.sum_to(a_shape)),
+            grad_if(needs[1], || g.neg().sum_to(b_shape)),
+        ),
+        (_, None) => unreachable!("the inputs are saved for every op but add and sub"),
+        (Binary::Mul, Some((a, b))) => (
+            grad_if(needs[0], || {
+                g.binary_same(b, Binary::Mul, "mul").sum_to(a_shape)
+            }),
+            grad_if(needs[1], || {
+                g.binary_same(a, Binary::Mul, "mul").sum_to(b_shape)
+            }),
+        ),
+        (Binary::Div, Some((a, b))) => (
+            grad_if(needs[0], || {
+                g.binary_same(b, Binary::Div, "div").sum_to(a_shape)
+            }),
+            grad_if(needs[1], || {
+                // -(g/b)·(a/b) in the compute type: b² would overflow for large b, and rounding each step
+                // in bf16 would lose the rest.
+                let (g, a, b) = (
+                    g.cast::<E::Compute>(),
+                    a.cast::<E::Compute>(),
+                    b.cast::<E::Compute>(),
+                );
+                let ratio = a.binary_same(&b, Binary::Div, "div");
+                let d = g
+                    .binary_same(&b, Binary::Div, "div")
+                    .binary_same(&ratio, Binary::Mul, "mul")
+                    .neg();
+                d.cast::<E>().sum_to(b_shape)
+            }),
+        ),
+        (Binary::Maximum | Binary::Minimum, Some((a, b))) => {
+            // The winner takes the gradient; a tie splits it evenly (as PyTorch).
+            let wins = if op == Binary::Maximum {
+                a.gt(b)
+            } else {
+                a.lt(b)
+            };
+            let ties = a.eq(b);
+            let zero = Tensor::<E>::zeros(Vec::new());
+            let half_g = g.map("mul", Unary::MulScalar(0.5));
+            let ga = g.where_same(&wins, &half_g.where_same(&ties, &zero));
+            let gb = g.binary_same(&ga, Binary::Sub, "sub");
+            (
+                grad_if(needs[0], || ga.sum_to(a_shape)),
+                grad_if(needs[1], || gb.sum_to(b_shape)),
+            )
+        }
+    };
+    vec![ga, gb]
 }
 
 macro_rules! promoting_ops {
@@ -201,6 +223,8 @@ comparisons! {
     gt => Compare::Gt;
     /// Elementwise `self >= other` with broadcasting.
     ge => Compare::Ge;
+    /// Elementwise "equal, or both NaN" with broadcasting.
+    same_as => Compare::Same;
 }
 
 mod sealed {
@@ -319,3 +343,55 @@ impl<E: Float> Neg for Tensor<E> {
         Tensor::neg(&self)
     }
 }
+
+/// `Tensor ⊕ Param` and `Param ⊕ Tensor`: a parameter takes part as its f32 master weight, with the usual
+/// promotion (`Tensor<bf16> + &Param` gives `Tensor<f32>`).
+macro_rules! param_operator {
+    ($trait:ident, $method:ident) => {
+        impl<E: Float> $trait<&Param> for &Tensor<E>
+        where
+            E: Promote<f32>,
+        {
+            type Output = Tensor<<E as Promote<f32>>::Output>;
+            #[track_caller]
+            fn $method(self, rhs: &Param) -> Self::Output {
+                Tensor::$method(self, &rhs.value())
+            }
+        }
+        impl<E: Float> $trait<&Param> for Tensor<E>
+        where
+            E: Promote<f32>,
+        {
+            type Output = Tensor<<E as Promote<f32>>::Output>;
+            #[track_caller]
+            fn $method(self, rhs: &Param) -> Self::Output {
+                Tensor::$method(&self, &rhs.value())
+            }
+        }
+        impl<E: Float> $trait<&Tensor<E>> for &Param
+        where
+            f32: Promote<E>,
+        {
+            type Output = Tensor<<f32 as Promote<E>>::Output>;
+            #[track_caller]
+            fn $method(self, rhs: &Tensor<E>) -> Self::Output {
+                Tensor::$method(&self.value(), rhs)
+            }
+        }
+        impl<E: Float> $trait<Tensor<E>> for &Param
+        where
+            f32: Promote<E>,
+        {
+            type Output = Tensor<<f32 as Promote<E>>::Output>;
+            #[track_caller]
+            fn $method(self, rhs: Tensor<E>) -> Self::Output {
+                Tensor::$method(&self.value(), &rhs)
+            }
+        }
+    };
+}
+
+param_operator!(Add, add);
+param_operator!(Sub, sub);
+param_operator!(Mul, mul);
+param_operator!(Div, div);

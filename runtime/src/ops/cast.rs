@@ -7,8 +7,8 @@ use crate::tensor::Tensor;
 use amp_kernels::{bf16, cpu, f16};
 
 impl<E: Element> Tensor<E> {
-    /// Converts to element type `O`, rounding to nearest even (overflow becomes ±inf, NaN stays NaN,
-    /// bit-identical to `half`). Between float types the cast is differentiable: its backward casts the
+    /// Converts to element type `O`, rounding once to nearest even (overflow becomes ±inf, NaN stays
+    /// NaN; from f32 bit-identical to `half`, from f64 correctly rounded where `half` rounds twice). Between float types the cast is differentiable: its backward casts the
     /// gradient back, so an f32 master weight gets an f32 gradient. Casting to or from `i64`/`bool` ends
     /// the gradient history. Casting to the same type returns the tensor itself (no copy).
     ///

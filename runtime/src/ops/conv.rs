@@ -49,6 +49,9 @@ impl<E: Float> Tensor<E> {
                 "conv2d: input {sx:?} and weight {sw:?} must be [n, c, h, w] and [out_c, c, kh, kw] with equal c"
             );
         }
+        if sw[2] == 0 || sw[3] == 0 {
+            panic!("conv2d: kernel {:?} has an empty dimension", &sw[2..]);
+        }
         if sh == 0 || sw_ == 0 {
             panic!("conv2d: stride must be positive, got ({sh}, {sw_})");
         }
@@ -68,6 +71,7 @@ impl<E: Float> Tensor<E> {
                 sw[0]
             );
         }
+        crate::autocast::trace_low_op("conv2d", E::DTYPE);
         let geom = Conv2dGeometry {
             channels: sx[1],
             height: sx[2],

@@ -3,7 +3,7 @@
 use crate::element::Float;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use amp_kernels::cpu::Binary;
+use amp_kernels::cpu::Unary;
 
 impl<E: Float> Tensor<E> {
     /// Zeroes each element with probability `p` and scales the rest by `1/(1-p)` (inverted dropout), drawing
@@ -16,14 +16,13 @@ impl<E: Float> Tensor<E> {
         if p == 0.0 {
             return self.clone();
         }
-        let keep = if p >= 1.0 { 0.0 } else { 1.0 / (1.0 - p) };
-        let mask: Vec<E> = (0..self.numel())
-            .map(|_| E::from_f64(if rng.uniform() < p { 0.0 } else { keep }))
-            .collect();
-        self.binary_same(
-            &Tensor::from_data(mask, self.shape().to_vec()),
-            Binary::Mul,
-            "dropout",
+        let scale = if p >= 1.0 { 0.0 } else { 1.0 / (1.0 - p) };
+        let kept: Vec<bool> = (0..self.numel()).map(|_| rng.uniform() >= p).collect();
+        // Scale in f32 and round once (a bf16 mask holding 1/(1-p) would bias every kept value).
+        let scaled = self.map("dropout", Unary::MulScalar(scale));
+        scaled.where_same(
+            &Tensor::from_data(kept, self.shape().to_vec()),
+            &Tensor::zeros(Vec::new()),
         )
     }
 }

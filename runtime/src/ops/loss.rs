@@ -1,5 +1,6 @@
-//! Losses, all with mean reduction (PyTorch's default), computed in f32 (f64 for f64) and returned as a
-//! one-element tensor of the input's type.
+//! Losses, all with mean reduction (PyTorch's default), accumulated in f32 (f64 for f64) and returned as
+//! a one-element tensor of the input's type. `cross_entropy` computes its log-softmax in f32; `nll_loss`
+//! takes log-probabilities as given.
 
 use crate::autograd::{grad_if, no_grad};
 use crate::element::Float;
@@ -25,8 +26,11 @@ impl<E: Float> Tensor<E> {
     #[track_caller]
     pub fn cross_entropy(&self, targets: &Tensor<i64>) -> Tensor<E> {
         self.check_targets("cross_entropy", targets);
-        self.log_softmax(-1)
+        // The log-probabilities are written in f32 (f64 for f64), so the loss and its gradient are
+        // computed in f32 for bf16/f16 logits too.
+        self.log_softmax_compute(-1)
             .nll_loss_named("cross_entropy", targets)
+            .cast::<E>()
     }
 
     /// Negative log-likelihood of log-probabilities `self` (`[..., classes]`) at class indices `targets`

@@ -81,6 +81,7 @@ impl<E: Float> Tensor<E> {
                 "matmul: cannot multiply shapes {sa:?} and {sb:?}: inner dimensions {k} and {k2} differ"
             );
         }
+        crate::autocast::trace_low_op("matmul", E::DTYPE);
         let (a_batch, b_batch) = (&a_lift[..a_lift.len() - 2], &b_lift[..b_lift.len() - 2]);
         if !batches_broadcast(a_batch, b_batch) {
             panic!(
@@ -207,8 +208,9 @@ impl<E: Float> Tensor<E> {
                 sw[0]
             );
         }
+        crate::autocast::trace_low_op("linear", E::DTYPE);
         let (out_f, in_f) = (sw[0], sw[1]);
-        let rows = self.numel() / in_f.max(1);
+        let rows = numel(&sx[..sx.len() - 1]);
         let y: Vec<E> = gemm_new(
             spec(1, rows, out_f, in_f, (false, true), (0, 0)),
             self.data(),

@@ -4,7 +4,7 @@
 use crate::autograd::no_grad;
 use crate::element::{Element, Float};
 use crate::ops::buffer;
-use crate::shape::{Dims, dim_index, numel, resolve_dims};
+use crate::shape::{Dims, broadcast_shapes, dim_index, numel, resolve_dims};
 use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, Binary, Dim3, Reduce, Unary};
 
@@ -108,8 +108,14 @@ impl<E: Float> Tensor<E> {
             );
         }
         let out = self.reduce_raw::<E>(op, &plan.dims);
-        let x = self.detach();
-        let out_t = Tensor::from_data(out.clone(), plan.keep_shape.clone());
+        // Sum and mean need only the input's shape; max and min need the input and the result.
+        let shape = self.shape().to_vec();
+        let saved = matches!(op, Reduce::Max | Reduce::Min).then(|| {
+            (
+                self.detach(),
+                Tensor::from_data(out.clone(), plan.keep_shape.clone()),
+            )
+        });
         Tensor::record_vec(
             name,
             out,
@@ -117,20 +123,23 @@ impl<E: Float> Tensor<E> {
             &[self.node()],
             move |g, _| {
                 let g = g.reshape(&plan.keep_shape);
-                let dx = match op {
-                    Reduce::Sum => g.broadcast_to(x.shape()),
-                    Reduce::Mean => g
+                let dx = match (op, &saved) {
+                    (Reduce::Sum, _) => g.broadcast_to(&shape),
+                    (Reduce::Mean, _) => g
                         .map("mean", Unary::DivScalar(plan.count as f64))
-                        .broadcast_to(x.shape()),
-                    Reduce::Max | Reduce::Min => {
-                        // Ties share the gradient evenly.
-                        let hit = x.eq(&out_t).cast::<E>();
+                        .broadcast_to(&shape),
+                    (Reduce::Max | Reduce::Min, Some((x, out))) => {
+                        // The elements equal to the result (or NaN, when the result is NaN) share the
+                        // gradient evenly; the count is kept in f32 so many ties stay exact.
+                        let hit = x.same_as(out).cast::<E::Compute>();
                         let count = hit.sum_keepdim(plan.dims.clone());
-                        hit.binary_same(
-                            &g.binary_same(&count, Binary::Div, "div"),
-                            Binary::Mul,
-                            "mul",
-                        )
+                        let share = g
+                            .cast::<E::Compute>()
+                            .binary_same(&count, Binary::Div, "div");
+                        hit.binary_same(&share, Binary::Mul, "mul").cast::<E>()
+                    }
+                    (Reduce::Max | Reduce::Min, None) => {
+                        unreachable!("max and min save their input")
                     }
                 };
                 vec![Some(dx.into())]
@@ -368,7 +377,12 @@ impl<E: Float> Tensor<E> {
     /// broadcasting between `self` and `other`.
     #[track_caller]
     pub fn cosine_similarity(&self, other: &Tensor<E>, dim: isize, eps: f64) -> Tensor<E> {
-        let (a, b) = (self.cast::<E::Acc>(), other.cast::<E::Acc>());
+        let shape = broadcast_shapes("cosine_similarity", self.shape(), other.shape());
+        dim_index("cosine_similarity", dim, &shape);
+        let (a, b) = (
+            self.cast::<E::Acc>().broadcast_to(&shape),
+            other.cast::<E::Acc>().broadcast_to(&shape),
+        );
         let dot = a.binary_same(&b, Binary::Mul, "cosine_similarity").sum(dim);
         let (na, nb) = (
             a.norm(dim).clamp(eps, f64::INFINITY),

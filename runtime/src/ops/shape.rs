@@ -128,10 +128,10 @@ impl<E: Element> Tensor<E> {
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Tensor<E> {
         let d = dim_index("narrow", dim, self.shape());
         let size = self.shape()[d];
-        if start + len > size {
+        if start.checked_add(len).is_none_or(|end| end > size) {
             panic!(
                 "narrow: range {start}..{} exceeds size {size} of dimension {dim} (shape {:?})",
-                start + len,
+                start.saturating_add(len),
                 self.shape()
             );
         }

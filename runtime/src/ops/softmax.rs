@@ -20,10 +20,17 @@ impl<E: Float> Tensor<E> {
         self.softmax_op("log_softmax", dim, true)
     }
 
+    /// Log-softmax written in the compute type (f32 for bf16/f16): the first half of a loss computed in f32.
     #[track_caller]
-    fn softmax_op(&self, name: &'static str, dim: isize, log: bool) -> Tensor<E> {
+    pub(crate) fn log_softmax_compute(&self, dim: isize) -> Tensor<E::Compute> {
+        self.softmax_op("log_softmax", dim, true)
+    }
+
+    /// Softmax or log-softmax of `E` written as `O`; the backward runs in `O` and casts back to `E`.
+    #[track_caller]
+    fn softmax_op<O: Float>(&self, name: &'static str, dim: isize, log: bool) -> Tensor<O> {
         let layout = Dim3::of(self.shape(), dim_index(name, dim, self.shape()));
-        let mut out = buffer::<E>(self.numel());
+        let mut out = buffer::<O>(self.numel());
         if log {
             cpu::log_softmax(self.data(), &mut out, layout);
         } else {
@@ -37,13 +44,15 @@ impl<E: Float> Tensor<E> {
             self.shape().to_vec(),
             &[self.node()],
             move |g, _| {
-                let mut dx = buffer::<E>(g.numel());
+                let mut dx = buffer::<O>(g.numel());
                 if log {
                     cpu::log_softmax_backward(y.as_slice(), g.data(), &mut dx, layout);
                 } else {
                     cpu::softmax_backward(y.as_slice(), g.data(), &mut dx, layout);
                 }
-                vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
+                vec![Some(
+                    Tensor::from_data(dx, g.shape().to_vec()).cast::<E>().into(),
+                )]
             },
         )
     }
