@@ -1,1 +1,76 @@
+//! Expansion golden tests: each `tests/expand/<name>.rs` holds one item with its attribute; its
+//! expansion, pretty-printed, must equal `tests/expand/<name>.expanded.rs`. Set `AMP_BLESS=1` to write the
+//! expected files after an intended change, then review the diff.
 
+use crate::expand;
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+use std::path::Path;
+
+/// Expands the single item in `source` according to its `#[autocast(..)]` or `#[keep_fp32]` attribute.
+fn expand_source(source: &str) -> String {
+    let mut file: syn::File = syn::parse_str(source).expect("the case parses");
+    let mut item = file.items.remove(0);
+    let attrs = match &mut item {
+        syn::Item::Fn(f) => &mut f.attrs,
+        syn::Item::Impl(i) => &mut i.attrs,
+        syn::Item::Mod(m) => &mut m.attrs,
+        other => panic!("unsupported case item {}", other.to_token_stream()),
+    };
+    let index = attrs
+        .iter()
+        .position(|a| a.path().is_ident("autocast") || a.path().is_ident("keep_fp32"))
+        .expect("the case has an attribute");
+    let attr = attrs.remove(index);
+    let args = match &attr.meta {
+        syn::Meta::List(list) => list.tokens.clone(),
+        _ => TokenStream::new(),
+    };
+    let output = if attr.path().is_ident("autocast") {
+        expand::autocast(args, item.into_token_stream())
+    } else {
+        expand::keep_fp32(args, item.into_token_stream())
+    };
+    match syn::parse2::<syn::File>(output.clone()) {
+        Ok(file) => prettyplease::unparse(&file),
+        Err(_) => format!("{output}\n"),
+    }
+}
+
+#[test]
+fn expansions_match_the_checked_in_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/expand");
+    let bless = std::env::var_os("AMP_BLESS").is_some();
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/expand exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "rs")
+                && !p.to_string_lossy().ends_with(".expanded.rs")
+        })
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 6,
+        "expected at least 6 expansion cases, found {}",
+        cases.len()
+    );
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        let expanded = expand_source(&std::fs::read_to_string(case).expect("readable case"));
+        let golden = case.with_extension("expanded.rs");
+        if bless {
+            std::fs::write(&golden, &expanded).expect("writable golden file");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+        if expected != expanded {
+            mismatches.push(format!("{}:\n{expanded}", golden.display()));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "expansions differ from the checked-in files (rerun with AMP_BLESS=1 and review the diff):\n{}",
+        mismatches.join("\n")
+    );
+}

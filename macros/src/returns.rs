@@ -5,11 +5,63 @@
 use syn::visit_mut::{self, VisitMut};
 use syn::{Expr, GenericArgument, PathArguments, ReturnType, Type, parse_quote};
 
-/// Code converting `value` (an expression) to `ty`, or `None` if `ty` holds no tensor to convert.
+/// Code converting `value` (an expression) to `ty`, or `None` if `ty` holds no tensor to convert. The value
+/// is first bound with `ty`'s shape and every tensor's element type left to inference, so that an
+/// expression like `Err(e)` still knows its full type.
 pub fn convert(ty: &Type, value: &Expr) -> Option<Expr> {
+    if holds_no_value(value) {
+        return None;
+    }
+    let converted = convert_bound(ty, &parse_quote!(__amp_value))?;
+    let mut relaxed = ty.clone();
+    TensorElementInfer.visit_type_mut(&mut relaxed);
+    Some(parse_quote!({ let __amp_value: #relaxed = #value; #converted }))
+}
+
+/// Values with nothing to convert, whose type only the declared return type determines: `None`,
+/// `Err(..)`, and `Ok`/`Some` of those (converting them would leave their tensor type unknown).
+fn holds_no_value(value: &Expr) -> bool {
+    match value {
+        Expr::Path(p) => p.path.is_ident("None"),
+        Expr::Paren(p) => holds_no_value(&p.expr),
+        Expr::Call(call) => {
+            let Expr::Path(f) = &*call.func else {
+                return false;
+            };
+            let Some(name) = f.path.segments.last().map(|s| s.ident.to_string()) else {
+                return false;
+            };
+            match name.as_str() {
+                "Err" => true,
+                "Ok" | "Some" => call.args.len() == 1 && holds_no_value(&call.args[0]),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// `Tensor<T>` becomes `Tensor<_>`.
+struct TensorElementInfer;
+
+impl VisitMut for TensorElementInfer {
+    fn visit_path_segment_mut(&mut self, segment: &mut syn::PathSegment) {
+        if segment.ident == "Tensor"
+            && let PathArguments::AngleBracketed(args) = &mut segment.arguments
+            && args.args.len() == 1
+            && matches!(args.args[0], GenericArgument::Type(_))
+        {
+            args.args[0] = parse_quote!(_);
+            return;
+        }
+        visit_mut::visit_path_segment_mut(self, segment);
+    }
+}
+
+fn convert_bound(ty: &Type, value: &Expr) -> Option<Expr> {
     match ty {
-        Type::Paren(p) => convert(&p.elem, value),
-        Type::Group(g) => convert(&g.elem, value),
+        Type::Paren(p) => convert_bound(&p.elem, value),
+        Type::Group(g) => convert_bound(&g.elem, value),
         Type::Tuple(tuple) => {
             let names: Vec<syn::Ident> = (0..tuple.elems.len())
                 .map(|i| quote::format_ident!("__amp_ret{}", i))
@@ -20,7 +72,7 @@ pub fn convert(ty: &Type, value: &Expr) -> Option<Expr> {
                 .zip(&names)
                 .map(|(t, n)| {
                     let v: Expr = parse_quote!(#n);
-                    convert(t, &v).unwrap_or(v)
+                    convert_bound(t, &v).unwrap_or(v)
                 })
                 .collect();
             let converts_any = tuple
@@ -44,7 +96,7 @@ pub fn convert(ty: &Type, value: &Expr) -> Option<Expr> {
                 }
                 "Option" | "Result" => {
                     let v: Expr = parse_quote!(__amp_ok);
-                    let inner = convert(first, &v)?;
+                    let inner = convert_bound(first, &v)?;
                     Some(parse_quote!((#value).map(|__amp_ok| #inner)))
                 }
                 _ => None,

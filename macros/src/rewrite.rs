@@ -223,7 +223,7 @@ impl<'a> Rewriter<'a> {
         };
         let dispatch = if name == "sum" { "__amp_sum" } else { dispatch };
         let method = Ident::new(dispatch, span);
-        let receiver = &*call.receiver;
+        let receiver = strip_parens(&call.receiver);
         let rspan = receiver.span();
         let arg = if is_place(receiver) {
             quote_spanned!(rspan=> &#receiver)
@@ -232,10 +232,15 @@ impl<'a> Rewriter<'a> {
         };
         let policy = self.policy_tokens();
         let probe = quote_spanned!(rspan=> ::amp::__private::autocast::probe::<#policy, _>(#arg));
-        let new_receiver: Expr = if dispatch == "__amp_sum" {
-            parse_quote_spanned!(rspan=> { #guard (&&#probe).#method() })
+        let refs = if dispatch == "__amp_sum" {
+            quote!(&&)
         } else {
-            parse_quote_spanned!(rspan=> { #guard (&#probe).#method() })
+            quote!(&)
+        };
+        let new_receiver: Expr = if guard.is_empty() {
+            parse_quote_spanned!(rspan=> (#refs #probe).#method())
+        } else {
+            parse_quote_spanned!(rspan=> { #guard (#refs #probe).#method() })
         };
         *call.receiver = new_receiver;
         for &i in optional_tensor_positions(&name) {
@@ -363,6 +368,14 @@ impl<'a> Rewriter<'a> {
     }
 }
 
+/// The expression inside any parentheses (the probe call supplies its own).
+fn strip_parens(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => strip_parens(&p.expr),
+        other => other,
+    }
+}
+
 /// Rewrites `Tensor<f32>` in type annotations inside a region to `Tensor<_>`: the element type there is
 /// the policy's, and rustc infers it.
 struct TensorF32Relaxer;
@@ -433,8 +446,9 @@ impl Rewriter<'_> {
     fn visit_expr_inner(&mut self, expr: &mut Expr) {
         match expr {
             Expr::MethodCall(call) => {
-                self.check_manual_cast(call);
+                // Children first, so errors come out in source order (a receiver precedes its call).
                 visit_mut::visit_expr_method_call_mut(self, call);
+                self.check_manual_cast(call);
                 self.rewrite_method_call(call);
             }
             Expr::Binary(bin) => {

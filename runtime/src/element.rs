@@ -22,7 +22,9 @@ pub trait Element: amp_kernels::Elem {
 ///
 /// Arithmetic on a `Float` runs in its accumulation type (f32 for the 32- and 16-bit types, f64 for f64)
 /// and rounds once on output, so reductions, softmax and norms of bf16/f16 tensors accumulate in f32.
-pub trait Float: Element + amp_kernels::Float<Acc = <Self as Float>::Compute> {
+pub trait Float:
+    Element + amp_kernels::Float<Acc = <Self as Float>::Compute> + Promote<Self, Output = Self>
+{
     /// The type arithmetic on this element runs in: f32 for f32/bf16/f16, f64 for f64. Under autocast
     /// this is also the type of the f32-class ops.
     type Compute: Float<Compute = <Self as Float>::Compute> + amp_kernels::Accum;
@@ -155,7 +157,7 @@ impl<E: Element> From<Tensor<E>> for AnyTensor {
 /// let b = Tensor::<f16>::ones([2]);
 /// let _ = &a + &b; // error: `bf16: Promote<f16>` is not satisfied
 /// ```
-pub trait Promote<B: Float>: Float {
+pub trait Promote<B: Float> {
     /// The wider of the two types.
     type Output: Float;
 }

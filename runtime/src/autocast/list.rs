@@ -32,7 +32,7 @@ impl<X: TensorLike> TensorList for Cons<X, Nil> {
     }
 }
 
-impl<X: TensorLike, A, R: TensorList> TensorList for Cons<X, Cons<A, R>>
+impl<X: TensorLike, A, R> TensorList for Cons<X, Cons<A, R>>
 where
     Cons<A, R>: TensorList,
     X::Elem: Promote<<Cons<A, R> as TensorList>::Out>,

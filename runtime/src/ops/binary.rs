@@ -302,7 +302,7 @@ macro_rules! tensor_operator {
         impl<E: Float, S: Scalar> $trait<S> for Tensor<E> {
             type Output = Tensor<E>;
             fn $method(self, rhs: S) -> Tensor<E> {
-                (&self).$method(rhs)
+                $trait::$method(&self, rhs)
             }
         }
         tensor_operator!(@left $trait, $method, $scalar_left, f32);

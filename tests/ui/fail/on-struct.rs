@@ -1,0 +1,8 @@
+use amp::prelude::*;
+
+#[autocast(bf16)]
+struct Model {
+    w: Param,
+}
+
+fn main() {}
