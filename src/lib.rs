@@ -38,6 +38,8 @@ pub use amp_runtime::*;
 pub use amp_runtime::autocast::{Report, report, set_tracing};
 pub use amp_runtime::policy::Policy;
 
+pub mod attributes;
+
 /// The CPU kernels behind the runtime (for benchmarks and custom ops).
 pub use amp_kernels as kernels;
 

@@ -60,7 +60,7 @@ pub enum Policy {
     /// `bf16`, `f16` or `f32`.
     Known(Known),
     /// A type implementing `amp::Policy` (a type parameter or a path), resolved by rustc.
-    Type(Type),
+    Type(Box<Type>),
 }
 
 impl Policy {
@@ -91,7 +91,10 @@ impl Policy {
     /// A single lowercase identifier that is not a known policy (`bfloat16`, `fp16`): almost certainly a
     /// typo rather than a type.
     pub fn suspicious_ident(&self) -> Option<&Ident> {
-        let Policy::Type(Type::Path(p)) = self else {
+        let Policy::Type(ty) = self else {
+            return None;
+        };
+        let Type::Path(p) = ty.as_ref() else {
             return None;
         };
         let ident = p.path.get_ident()?;
@@ -103,7 +106,10 @@ impl Policy {
 
     /// The identifier, if the policy is a bare identifier (a possible type parameter).
     pub fn ident(&self) -> Option<&Ident> {
-        let Policy::Type(Type::Path(p)) = self else {
+        let Policy::Type(ty) = self else {
+            return None;
+        };
+        let Type::Path(p) = ty.as_ref() else {
             return None;
         };
         if p.qself.is_some() {
@@ -188,7 +194,7 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Option<Args> {
                 };
                 policy = Some(match known {
                     Some(k) => Policy::Known(k),
-                    None => Policy::Type(ty),
+                    None => Policy::Type(Box::new(ty)),
                 });
             }
             Arg::Override(key, names) => {

@@ -248,7 +248,7 @@ impl<'a> Rewriter<'a> {
                 && matches!(arg, Expr::Path(p) if p.path.is_ident("None"))
             {
                 let aspan = arg.span();
-                *arg = parse_quote_spanned!(aspan=> ::core::option::Option::<::amp::__private::autocast::NoTensor>::None);
+                *arg = parse_quote_spanned!(aspan=> ::core::option::Option::<&::amp::__private::autocast::NoTensor>::None);
             }
         }
         self.record(name, report, span);
@@ -444,32 +444,63 @@ impl VisitMut for Rewriter<'_> {
 
 impl Rewriter<'_> {
     fn visit_expr_inner(&mut self, expr: &mut Expr) {
+        // Ops are reported in source order: an op's record goes where its name stands (after its
+        // receiver, before its arguments), although it is rewritten after both.
+        if let Some(position) = self.visit_expr_kind(expr)
+            && let Some(record) = self.ops.pop()
+        {
+            self.ops.insert(position, record);
+        }
+    }
+
+    /// Rewrites one expression after its children. Returns where its own op record belongs if it
+    /// recorded one (it is then the last record).
+    fn visit_expr_kind(&mut self, expr: &mut Expr) -> Option<usize> {
+        let (position, before_own);
         match expr {
             Expr::MethodCall(call) => {
-                // Children first, so errors come out in source order (a receiver precedes its call).
-                visit_mut::visit_expr_method_call_mut(self, call);
+                self.visit_expr_mut(&mut call.receiver);
+                position = self.ops.len();
+                for arg in call.args.iter_mut() {
+                    self.visit_expr_mut(arg);
+                }
+                // After the children, so errors come out in source order (a receiver precedes its call).
                 self.check_manual_cast(call);
+                before_own = self.ops.len();
                 self.rewrite_method_call(call);
             }
             Expr::Binary(bin) => {
-                visit_mut::visit_expr_binary_mut(self, bin);
+                self.visit_expr_mut(&mut bin.left);
+                position = self.ops.len();
+                self.visit_expr_mut(&mut bin.right);
+                before_own = self.ops.len();
                 if self.keep {
                     self.rewrite_operator(bin);
                 }
             }
             Expr::Lit(lit) => {
+                (position, before_own) = (self.ops.len(), self.ops.len());
                 if let Some(checked) = self.check_literal(lit) {
                     *expr = checked;
                 }
             }
             Expr::Call(call) => {
+                position = self.ops.len();
                 visit_mut::visit_expr_call_mut(self, call);
+                before_own = self.ops.len();
                 if let Some(promoted) = self.rewrite_cat(call) {
                     *expr = promoted;
                 }
             }
-            Expr::Closure(closure) => self.visit_expr_closure_mut(closure),
-            _ => visit_mut::visit_expr_mut(self, expr),
+            Expr::Closure(closure) => {
+                self.visit_expr_closure_mut(closure);
+                return None;
+            }
+            _ => {
+                visit_mut::visit_expr_mut(self, expr);
+                return None;
+            }
         }
+        (self.ops.len() > before_own).then_some(position)
     }
 }

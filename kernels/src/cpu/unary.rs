@@ -163,7 +163,7 @@ impl Unary {
             Unary::ScalarSub(_) => -A::ONE,
             Unary::ScalarDiv(_) => -(y / x),
             // d/dx x⁰ is 0 everywhere, also at 0 where the formula gives 0·0⁻¹ (as PyTorch).
-            Unary::PowScalar(p) if p == 0.0 => A::ZERO,
+            Unary::PowScalar(0.0) => A::ZERO,
             Unary::PowScalar(p) => A::c(p) * x.powf(A::c(p - 1.0)),
             Unary::Clamp(lo, hi) => {
                 if x >= A::c(lo) && x <= A::c(hi) {

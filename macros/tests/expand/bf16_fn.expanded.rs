@@ -34,7 +34,10 @@ fn attention_block(x: &Tensor<f32>, w: &Param, y: &Tensor<i64>) -> Tensor<f32> {
     >(&__AMP_SITE);
     let h: Tensor<_> = (&::amp::__private::autocast::probe::<::amp::policy::Bf16, _>(&x))
         .__amp_low()
-        .linear(w, ::core::option::Option::<::amp::__private::autocast::NoTensor>::None);
+        .linear(
+            w,
+            ::core::option::Option::<&::amp::__private::autocast::NoTensor>::None,
+        );
     let a = (&::amp::__private::autocast::probe::<::amp::policy::Bf16, _>(&h))
         .__amp_keep()
         .gelu();

@@ -45,7 +45,7 @@ impl<P: Policy> Mlp<P> {
                 .__amp_low()
                 .linear(
                     &self.w2,
-                    ::core::option::Option::<::amp::__private::autocast::NoTensor>::None,
+                    ::core::option::Option::<&::amp::__private::autocast::NoTensor>::None,
                 );
             ::amp::__private::autocast::ret::<f32, _>(__amp_value)
         }

@@ -58,7 +58,7 @@ mod model {
                         .linear(
                             &self.0,
                             ::core::option::Option::<
-                                ::amp::__private::autocast::NoTensor,
+                                &::amp::__private::autocast::NoTensor,
                             >::None,
                         ),
                     1,

@@ -8,12 +8,12 @@ fn mixed(q: &Tensor<f32>, k: &Tensor<f32>) -> Tensor<f32> {
         "f16",
         &[
             ::amp::__private::autocast::OpSite {
-                op: "t",
+                op: "matmul",
                 class: ::amp::__private::autocast::OpClass::KeepF32,
                 line: ::core::line!(),
             },
             ::amp::__private::autocast::OpSite {
-                op: "matmul",
+                op: "t",
                 class: ::amp::__private::autocast::OpClass::KeepF32,
                 line: ::core::line!(),
             },

@@ -23,13 +23,13 @@ fn features(x: &Tensor<f32>, w: &Param, values: &[f32]) -> Tensor<f32> {
                 line: ::core::line!(),
             },
             ::amp::__private::autocast::OpSite {
-                op: "exp",
-                class: ::amp::__private::autocast::OpClass::F32,
+                op: "cat",
+                class: ::amp::__private::autocast::OpClass::Promote,
                 line: ::core::line!(),
             },
             ::amp::__private::autocast::OpSite {
-                op: "cat",
-                class: ::amp::__private::autocast::OpClass::Promote,
+                op: "exp",
+                class: ::amp::__private::autocast::OpClass::F32,
                 line: ::core::line!(),
             },
         ],
@@ -51,7 +51,7 @@ fn features(x: &Tensor<f32>, w: &Param, values: &[f32]) -> Tensor<f32> {
             .__amp_low()
             .linear(
                 w,
-                ::core::option::Option::<::amp::__private::autocast::NoTensor>::None,
+                ::core::option::Option::<&::amp::__private::autocast::NoTensor>::None,
             ),
     ))
         .__amp_full()

@@ -61,6 +61,6 @@ impl TensorLike for NoTensor {
 }
 
 /// Casts an optional tensor argument to `T`.
-pub(crate) fn cast_opt<T: Float, X: TensorLike>(x: &Option<X>) -> Option<Tensor<T>> {
-    x.as_ref().map(|x| x.cast_to::<T>())
+pub(crate) fn cast_opt<T: Float, X: TensorLike + ?Sized>(x: Option<&X>) -> Option<Tensor<T>> {
+    x.map(|x| x.cast_to::<T>())
 }

@@ -36,35 +36,35 @@ deref_to_tensor!(Low, Full, Keep);
 impl<T: Float> Low<T> {
     /// [`Tensor::matmul`] with `other` cast to `T`.
     #[track_caller]
-    pub fn matmul<O: TensorLike>(&self, other: O) -> Tensor<T> {
+    pub fn matmul<O: TensorLike + ?Sized>(&self, other: &O) -> Tensor<T> {
         self.0.matmul(&other.cast_to::<T>())
     }
 
     /// [`Tensor::bmm`] with `other` cast to `T`.
     #[track_caller]
-    pub fn bmm<O: TensorLike>(&self, other: O) -> Tensor<T> {
+    pub fn bmm<O: TensorLike + ?Sized>(&self, other: &O) -> Tensor<T> {
         self.0.bmm(&other.cast_to::<T>())
     }
 
     /// [`Tensor::linear`] with weight and bias cast to `T` (a `Param` through its cast cache).
     #[track_caller]
-    pub fn linear<W: TensorLike, B: TensorLike>(&self, weight: W, bias: Option<B>) -> Tensor<T> {
+    pub fn linear<W: TensorLike + ?Sized, B: TensorLike + ?Sized>(&self, weight: &W, bias: Option<&B>) -> Tensor<T> {
         self.0
-            .linear(&weight.cast_to::<T>(), cast_opt::<T, B>(&bias).as_ref())
+            .linear(&weight.cast_to::<T>(), cast_opt::<T, B>(bias).as_ref())
     }
 
     /// [`Tensor::conv2d`] with weight and bias cast to `T`.
     #[track_caller]
-    pub fn conv2d<W: TensorLike, B: TensorLike>(
+    pub fn conv2d<W: TensorLike + ?Sized, B: TensorLike + ?Sized>(
         &self,
-        weight: W,
-        bias: Option<B>,
+        weight: &W,
+        bias: Option<&B>,
         stride: impl Pair,
         padding: impl Pair,
     ) -> Tensor<T> {
         self.0.conv2d(
             &weight.cast_to::<T>(),
-            cast_opt::<T, B>(&bias).as_ref(),
+            cast_opt::<T, B>(bias).as_ref(),
             stride,
             padding,
         )
@@ -72,16 +72,16 @@ impl<T: Float> Low<T> {
 
     /// [`Tensor::conv1d`] with weight and bias cast to `T`.
     #[track_caller]
-    pub fn conv1d<W: TensorLike, B: TensorLike>(
+    pub fn conv1d<W: TensorLike + ?Sized, B: TensorLike + ?Sized>(
         &self,
-        weight: W,
-        bias: Option<B>,
+        weight: &W,
+        bias: Option<&B>,
         stride: usize,
         padding: usize,
     ) -> Tensor<T> {
         self.0.conv1d(
             &weight.cast_to::<T>(),
-            cast_opt::<T, B>(&bias).as_ref(),
+            cast_opt::<T, B>(bias).as_ref(),
             stride,
             padding,
         )
@@ -89,10 +89,10 @@ impl<T: Float> Low<T> {
 
     /// [`Tensor::attention`] with keys and values cast to `T` (the softmax runs in f32 inside).
     #[track_caller]
-    pub fn attention<K: TensorLike, V: TensorLike>(
+    pub fn attention<K: TensorLike + ?Sized, V: TensorLike + ?Sized>(
         &self,
-        key: K,
-        value: V,
+        key: &K,
+        value: &V,
         causal: bool,
     ) -> Tensor<T> {
         self.0
@@ -108,7 +108,7 @@ macro_rules! full_binary {
             $(
                 $(#[$doc])*
                 #[track_caller]
-                pub fn $name<O: TensorLike>(&self, other: O) -> Tensor<T> {
+                pub fn $name<O: TensorLike + ?Sized>(&self, other: &O) -> Tensor<T> {
                     // The body is a direct call (not a closure) so `#[track_caller]` reaches the user's line.
                     let ($a, $b) = (&self.0, &other.cast_to::<T>());
                     $body
@@ -146,69 +146,69 @@ full_binary! {
 impl<T: Float> Full<T> {
     /// [`Tensor::cosine_similarity`] with `other` cast to `T`.
     #[track_caller]
-    pub fn cosine_similarity<O: TensorLike>(&self, other: O, dim: isize, eps: f64) -> Tensor<T> {
+    pub fn cosine_similarity<O: TensorLike + ?Sized>(&self, other: &O, dim: isize, eps: f64) -> Tensor<T> {
         self.0.cosine_similarity(&other.cast_to::<T>(), dim, eps)
     }
 
     /// [`Tensor::scatter_add`] with `src` cast to `T`.
     #[track_caller]
-    pub fn scatter_add<O: TensorLike>(&self, dim: isize, index: &Tensor<i64>, src: O) -> Tensor<T> {
+    pub fn scatter_add<O: TensorLike + ?Sized>(&self, dim: isize, index: &Tensor<i64>, src: &O) -> Tensor<T> {
         self.0.scatter_add(dim, index, &src.cast_to::<T>())
     }
 
     /// [`Tensor::index_add`] with `source` cast to `T`.
     #[track_caller]
-    pub fn index_add<O: TensorLike>(
+    pub fn index_add<O: TensorLike + ?Sized>(
         &self,
         dim: isize,
         index: &Tensor<i64>,
-        source: O,
+        source: &O,
     ) -> Tensor<T> {
         self.0.index_add(dim, index, &source.cast_to::<T>())
     }
 
     /// [`Tensor::where_`] with `other` cast to `T`.
     #[track_caller]
-    pub fn where_<O: TensorLike>(&self, cond: &Tensor<bool>, other: O) -> Tensor<T> {
+    pub fn where_<O: TensorLike + ?Sized>(&self, cond: &Tensor<bool>, other: &O) -> Tensor<T> {
         self.0.where_same(cond, &other.cast_to::<T>())
     }
 
     /// [`Tensor::layer_norm`] with weight and bias cast to `T`.
     #[track_caller]
-    pub fn layer_norm<W: TensorLike, B: TensorLike>(
+    pub fn layer_norm<W: TensorLike + ?Sized, B: TensorLike + ?Sized>(
         &self,
         normalized_shape: &[usize],
-        weight: Option<W>,
-        bias: Option<B>,
+        weight: Option<&W>,
+        bias: Option<&B>,
         eps: f64,
     ) -> Tensor<T> {
-        let (w, b) = (cast_opt::<T, W>(&weight), cast_opt::<T, B>(&bias));
+        let (w, b) = (cast_opt::<T, W>(weight), cast_opt::<T, B>(bias));
         self.0
             .layer_norm(normalized_shape, w.as_ref(), b.as_ref(), eps)
     }
 
     /// [`Tensor::rms_norm`] with the weight cast to `T`.
     #[track_caller]
-    pub fn rms_norm<W: TensorLike>(
+    pub fn rms_norm<W: TensorLike + ?Sized>(
         &self,
         normalized_shape: &[usize],
-        weight: Option<W>,
+        weight: Option<&W>,
         eps: f64,
     ) -> Tensor<T> {
         self.0
-            .rms_norm(normalized_shape, cast_opt::<T, W>(&weight).as_ref(), eps)
+            .rms_norm(normalized_shape, cast_opt::<T, W>(weight).as_ref(), eps)
     }
 
     /// [`Tensor::group_norm`] with weight and bias cast to `T`.
     #[track_caller]
-    pub fn group_norm<W: TensorLike, B: TensorLike>(
+    pub fn group_norm<W: TensorLike + ?Sized, B: TensorLike + ?Sized>(
         &self,
         groups: usize,
-        weight: Option<W>,
-        bias: Option<B>,
+        weight: Option<&W>,
+        bias: Option<&B>,
         eps: f64,
     ) -> Tensor<T> {
-        let (w, b) = (cast_opt::<T, W>(&weight), cast_opt::<T, B>(&bias));
+        let (w, b) = (cast_opt::<T, W>(weight), cast_opt::<T, B>(bias));
         self.0.group_norm(groups, w.as_ref(), b.as_ref(), eps)
     }
 }
@@ -221,7 +221,7 @@ macro_rules! keep_binary {
             $(
                 $(#[$doc])*
                 #[track_caller]
-                pub fn $name<O: TensorLike>(&self, other: O) -> Tensor<<E as Promote<O::Elem>>::Output>
+                pub fn $name<O: TensorLike + ?Sized>(&self, other: &O) -> Tensor<<E as Promote<O::Elem>>::Output>
                 where
                     E: Promote<O::Elem>,
                 {
@@ -250,10 +250,10 @@ keep_binary! {
 impl<E: Float> Keep<E> {
     /// [`Tensor::where_`] accepting a `Param`.
     #[track_caller]
-    pub fn where_<O: TensorLike>(
+    pub fn where_<O: TensorLike + ?Sized>(
         &self,
         cond: &Tensor<bool>,
-        other: O,
+        other: &O,
     ) -> Tensor<<E as Promote<O::Elem>>::Output>
     where
         E: Promote<O::Elem>,
