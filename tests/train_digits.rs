@@ -1,21 +1,22 @@
 //! The digits example's training loop, run briefly: it must learn (loss far below chance, accuracy far
-//! above 10%) in f32 and in bf16 mixed precision.
+//! above 10%) under the f32, bf16 and f16 policies.
 
 #[path = "../examples/common/mod.rs"]
 mod common;
 
+use amp::policy::{Bf16, F16, F32};
 use common::digits::load_digits;
-use common::mlp::{Mode, train};
+use common::mlp::train;
 
-/// Eight epochs of SGD bring the loss from ln 10 ≈ 2.30 to well below 1 in both precisions.
+/// Eight epochs of SGD bring the loss from ln 10 ≈ 2.30 to well below 1 under every policy.
 #[test]
 fn digits_mlp_learns_in_f32_and_bf16_mixed() {
     let data =
         load_digits(common::digits::DEFAULT_PATH).expect("data/digits.csv.gz is in the repository");
     assert_eq!((data.train_y.len(), data.test_y.numel()), (1348, 449));
     let chance = 10f32.ln();
-    for mode in [Mode::F32, Mode::Bf16Mixed] {
-        let run = train(mode, &data, 8, 0.2, 0);
+    for run in [train::<F32>, train::<Bf16>, train::<F16>] {
+        let run = run(&data, 8, 0.2, 0);
         assert!(
             (run.first_loss - chance).abs() < 0.2,
             "first loss {} should be near chance {chance}",

@@ -1,31 +1,35 @@
-//! The digits example's model and training loop: a 64-128-10 MLP trained with plain SGD on f32 master
-//! weights, with the forward pass in f32 or in bf16 mixed precision (written with explicit casts).
+//! The digits example's model and training loop: a 64-128-10 MLP written once against f32 tensors with
+//! `#[autocast(P)]`, trained with plain SGD on f32 master weights under any policy.
 
 use super::digits::Digits;
 use amp::prelude::*;
+use std::marker::PhantomData;
 use std::time::Instant;
 
-/// 64 → 128 → 10 with GELU; weights are f32 masters.
-pub struct Mlp {
+/// 64 → 128 → 10 with GELU; weights are f32 masters; `P` picks the precision of the forward pass.
+pub struct Mlp<P: Policy> {
     w1: Param,
     b1: Param,
     w2: Param,
     b2: Param,
+    policy: PhantomData<P>,
 }
 
-impl Mlp {
+#[autocast(P)]
+impl<P: Policy> Mlp<P> {
     pub fn new(rng: &mut Rng) -> Self {
         // PyTorch's default Linear initialization: U(-1/√fan_in, 1/√fan_in).
-        let mut uniform = |name: &str, shape: [usize; 2], fan_in: usize| {
-            let bound = 1.0 / (fan_in as f32).sqrt();
+        let mut uniform = |name: &str, shape: Vec<usize>, fan_in: usize| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
             let u = Tensor::<f32>::rand(shape, rng);
-            Param::named(name, (u * 2.0 - 1.0) * bound as f64)
+            Param::named(name, (u * 2.0 - 1.0) * bound)
         };
         Mlp {
-            w1: uniform("w1", [128, 64], 64),
-            b1: Param::named("b1", uniform("", [1, 128], 64).value().reshape([128])),
-            w2: uniform("w2", [10, 128], 128),
-            b2: Param::named("b2", uniform("", [1, 10], 128).value().reshape([10])),
+            w1: uniform("w1", vec![128, 64], 64),
+            b1: uniform("b1", vec![128], 64),
+            w2: uniform("w2", vec![10, 128], 128),
+            b2: uniform("b2", vec![10], 128),
+            policy: PhantomData,
         }
     }
 
@@ -33,30 +37,12 @@ impl Mlp {
         [&self.w1, &self.b1, &self.w2, &self.b2]
     }
 
-    /// Logits in f32, every op in f32.
-    pub fn forward_f32(&self, x: &Tensor<f32>) -> Tensor<f32> {
-        let h = x.linear(&self.w1.value(), Some(&self.b1.value())).gelu();
-        h.linear(&self.w2.value(), Some(&self.b2.value()))
+    /// Logits: the two matmuls run in `P::Low` on cached low-precision copies of the weights (f32
+    /// accumulation); the result is returned as f32.
+    pub fn forward(&self, x: &Tensor<f32>) -> Tensor<f32> {
+        let h = x.linear(&self.w1, Some(&self.b1)).gelu();
+        h.linear(&self.w2, Some(&self.b2))
     }
-
-    /// Logits in f32, matmuls in bf16 on the cached bf16 copies of the weights (f32 accumulation).
-    pub fn forward_bf16(&self, x: &Tensor<f32>) -> Tensor<f32> {
-        let h = x
-            .to_bf16()
-            .linear(&self.w1.get::<bf16>(), Some(&self.b1.get::<bf16>()))
-            .gelu();
-        h.linear(&self.w2.get::<bf16>(), Some(&self.b2.get::<bf16>()))
-            .to_f32()
-    }
-}
-
-/// How the forward pass runs.
-#[derive(Clone, Copy, PartialEq)]
-pub enum Mode {
-    /// Every op in f32.
-    F32,
-    /// Matmuls in bf16 (f32 accumulation), everything else in f32.
-    Bf16Mixed,
 }
 
 /// What one training run reached.
@@ -71,14 +57,11 @@ pub struct Run {
     pub seconds: f64,
 }
 
-/// Trains a fresh model with plain SGD (batch 64) and evaluates it on the test set.
-pub fn train(mode: Mode, data: &Digits, epochs: usize, lr: f32, seed: u64) -> Run {
+/// Trains a fresh model with plain SGD (batch 64) under policy `P` and evaluates it on the test set.
+pub fn train<P: Policy>(data: &Digits, epochs: usize, lr: f32, seed: u64) -> Run {
     let mut rng = Rng::new(seed);
-    let model = Mlp::new(&mut rng);
-    let forward = |x: &Tensor<f32>| match mode {
-        Mode::F32 => model.forward_f32(x),
-        Mode::Bf16Mixed => model.forward_bf16(x),
-    };
+    let model = Mlp::<P>::new(&mut rng);
+    let forward = |x: &Tensor<f32>| model.forward(x);
     let n = data.train_y.len();
     let batch = 64;
     let mut order: Vec<usize> = (0..n).collect();

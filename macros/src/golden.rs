@@ -74,3 +74,52 @@ fn expansions_match_the_checked_in_files() {
         mismatches.join("\n")
     );
 }
+
+/// The macros return tokens (an expansion or `compile_error!`s) on arbitrary input; they never panic.
+#[test]
+fn never_panics_on_odd_input() {
+    let items = [
+        "",
+        "fn",
+        "struct S;",
+        "trait T { fn f(&self) -> Tensor<f32> { self.x.matmul(&y) } }",
+        "mod m;",
+        "const fn f() {}",
+        "fn f() { #[keep_fp32(1, 2)] let x = 1; }",
+        "fn f() { let f = #[autocast] || 1; }",
+        "fn f() -> (Tensor<f32>, ) { (x.exp(),) }",
+        "fn f() -> Result<Tensor<f32>> { Ok(x.exp()) }",
+        "fn f() { Tensor::cat(&[], 0); Tensor::cat(x); Tensor::stack(&[a], 0, 1); }",
+        "fn f() { x.linear(None); x.layer_norm(); 1e400; -1e-400; 65504.0; 65505.0 }",
+        "impl X { #[autocast] fn f() {} #[keep_fp32] const C: u8 = 0; }",
+        "extern \"C\" { fn g(); }",
+        "fn f() { x.cast(); x.cast::<>(); x.to_f32::<u8>(); }",
+    ];
+    let args = [
+        "",
+        "bf16",
+        "f16",
+        "f32",
+        "P",
+        "bf16, f16",
+        "(",
+        "bf16, f32 = [",
+        "bf16, f32 = []",
+        "1 + 2",
+        "f32 = [a]",
+    ];
+    for item in items {
+        for arg in args {
+            let (a, i) = (
+                arg.parse().unwrap_or_default(),
+                item.parse().unwrap_or_default(),
+            );
+            let _ = expand::autocast(a, i);
+            let (a, i) = (
+                arg.parse().unwrap_or_default(),
+                item.parse().unwrap_or_default(),
+            );
+            let _ = expand::keep_fp32(a, i);
+        }
+    }
+}

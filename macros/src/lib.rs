@@ -1,7 +1,7 @@
 //! The `#[autocast]` and `#[keep_fp32]` attributes of amp. Use them through the `amp` crate, which
 //! re-exports them and provides the runtime the expansion calls (`::amp::__private`).
 //!
-//! The crate is entry points only: [`args`] parses the attribute, [`rewrite`] walks the body, [`expand`]
+//! The crate is entry points only: `args` parses the attribute, `rewrite` walks the body, `expand`
 //! assembles the output, and the policy table lives in `policy.md`, the one source that both the macro
 //! and the documentation read.
 

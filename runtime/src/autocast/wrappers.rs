@@ -48,7 +48,11 @@ impl<T: Float> Low<T> {
 
     /// [`Tensor::linear`] with weight and bias cast to `T` (a `Param` through its cast cache).
     #[track_caller]
-    pub fn linear<W: TensorLike + ?Sized, B: TensorLike + ?Sized>(&self, weight: &W, bias: Option<&B>) -> Tensor<T> {
+    pub fn linear<W: TensorLike + ?Sized, B: TensorLike + ?Sized>(
+        &self,
+        weight: &W,
+        bias: Option<&B>,
+    ) -> Tensor<T> {
         self.0
             .linear(&weight.cast_to::<T>(), cast_opt::<T, B>(bias).as_ref())
     }
@@ -146,13 +150,23 @@ full_binary! {
 impl<T: Float> Full<T> {
     /// [`Tensor::cosine_similarity`] with `other` cast to `T`.
     #[track_caller]
-    pub fn cosine_similarity<O: TensorLike + ?Sized>(&self, other: &O, dim: isize, eps: f64) -> Tensor<T> {
+    pub fn cosine_similarity<O: TensorLike + ?Sized>(
+        &self,
+        other: &O,
+        dim: isize,
+        eps: f64,
+    ) -> Tensor<T> {
         self.0.cosine_similarity(&other.cast_to::<T>(), dim, eps)
     }
 
     /// [`Tensor::scatter_add`] with `src` cast to `T`.
     #[track_caller]
-    pub fn scatter_add<O: TensorLike + ?Sized>(&self, dim: isize, index: &Tensor<i64>, src: &O) -> Tensor<T> {
+    pub fn scatter_add<O: TensorLike + ?Sized>(
+        &self,
+        dim: isize,
+        index: &Tensor<i64>,
+        src: &O,
+    ) -> Tensor<T> {
         self.0.scatter_add(dim, index, &src.cast_to::<T>())
     }
 
