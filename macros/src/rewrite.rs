@@ -28,6 +28,7 @@ pub enum ReportClass {
     Promote,
     Same,
     KeepF32,
+    Layer,
 }
 
 impl ReportClass {
@@ -39,6 +40,7 @@ impl ReportClass {
             ReportClass::Promote => quote!(::amp::__private::autocast::OpClass::Promote),
             ReportClass::Same => quote!(::amp::__private::autocast::OpClass::Same),
             ReportClass::KeepF32 => quote!(::amp::__private::autocast::OpClass::KeepF32),
+            ReportClass::Layer => quote!(::amp::__private::autocast::OpClass::Layer),
         }
     }
 }
@@ -189,6 +191,7 @@ impl<'a> Rewriter<'a> {
         let (dispatch, report) = if self.keep {
             match class {
                 Class::Low => ("__amp_low", ReportClass::KeepF32),
+                Class::Layer => ("__amp_layer", ReportClass::KeepF32),
                 _ => ("__amp_full", ReportClass::KeepF32),
             }
         } else {
@@ -197,6 +200,7 @@ impl<'a> Rewriter<'a> {
                 Class::F32 => ("__amp_full", ReportClass::F32),
                 Class::Promote => ("__amp_keep", ReportClass::Promote),
                 Class::Same => ("__amp_keep", ReportClass::Same),
+                Class::Layer => ("__amp_layer", ReportClass::Layer),
                 Class::BannedUnderF16 => {
                     match self.known {
                         Some(Known::F16) => {

@@ -16,6 +16,8 @@ pub enum Class {
     Same,
     /// Rejected under f16, f32 under bf16.
     BannedUnderF16,
+    /// An `amp::nn` layer's forward, run under the region's policy.
+    Layer,
 }
 
 /// The source of the table.
@@ -42,6 +44,7 @@ impl Table {
                 "promote" => Class::Promote,
                 "same" => Class::Same,
                 "banned under f16" => Class::BannedUnderF16,
+                "layer" => Class::Layer,
                 _ => continue,
             };
             for (i, piece) in cells[2].split('`').enumerate() {

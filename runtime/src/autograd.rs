@@ -352,4 +352,21 @@ impl Grads {
     pub fn iter(&self) -> impl Iterator<Item = (GradId, &AnyTensor)> {
         self.map.iter().map(|(&id, g)| (id, g))
     }
+
+    /// Every (leaf, gradient) pair, mutably, in no particular order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (GradId, &mut AnyTensor)> {
+        self.map.iter_mut().map(|(&id, g)| (id, g))
+    }
+
+    /// Adds `other`'s gradients to these (the union of leaves; shared leaves are summed).
+    #[track_caller]
+    pub fn accumulate(&mut self, other: Grads) {
+        for (id, g) in other.map {
+            let sum = match self.map.remove(&id) {
+                Some(mine) => mine.add_same(&g),
+                None => g,
+            };
+            self.map.insert(id, sum);
+        }
+    }
 }

@@ -183,3 +183,25 @@ impl AnyTensor {
         }
     }
 }
+
+/// An operation on a float tensor of any type, applied to the tensor inside an [`AnyTensor`].
+pub(crate) trait FloatOp {
+    /// The result.
+    type Out;
+    /// Runs on a typed tensor.
+    fn run<E: Float>(&mut self, t: &mut Tensor<E>) -> Self::Out;
+}
+
+impl AnyTensor {
+    /// Runs `op` on the float tensor inside (panics for integer and bool tensors, which never carry
+    /// gradients).
+    pub(crate) fn with_float<O: FloatOp>(&mut self, op: &mut O) -> O::Out {
+        match self {
+            AnyTensor::F32(t) => op.run(t),
+            AnyTensor::F64(t) => op.run(t),
+            AnyTensor::BF16(t) => op.run(t),
+            AnyTensor::F16(t) => op.run(t),
+            other => unreachable!("{} tensors carry no gradient", other.dtype()),
+        }
+    }
+}

@@ -21,12 +21,14 @@
 pub mod autocast;
 mod autograd;
 mod element;
+pub mod nn;
 mod ops;
 mod param;
 pub mod policy;
 mod rng;
 mod shape;
 mod tensor;
+pub mod train;
 
 pub use amp_kernels::{bf16, f16};
 pub use autograd::{GradId, GradKey, Grads, NoGradGuard, is_grad_enabled, no_grad};

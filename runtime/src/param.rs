@@ -40,6 +40,9 @@ struct ParamState {
     value: Tensor<f32>,
     version: u64,
     casts: Vec<CachedCast>,
+    /// The type the weight is stored in: f32, or bf16/f16 for the `-true` precision modes (the values
+    /// are kept exactly representable in that type; the container stays f32).
+    storage: DType,
 }
 
 struct CachedCast {
@@ -66,6 +69,7 @@ impl Param {
                     value,
                     version: 0,
                     casts: Vec::new(),
+                    storage: DType::F32,
                 }),
             }),
         }
@@ -174,7 +178,11 @@ impl Param {
         // The placeholder is never observed: the value is put back below, also when `f` panics.
         let value = std::mem::replace(&mut state.value, Tensor::scalar(0.0));
         let mut data = value.into_vec();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut data)));
+        let storage = state.storage;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            f(&mut data);
+            round_to_storage(&mut data, storage);
+        }));
         state.value =
             Tensor::from_data(data, shape.clone()).with_shape(shape, Some(self.inner.leaf.clone()));
         state.version += 1;
@@ -183,6 +191,22 @@ impl Param {
         if let Err(panic) = outcome {
             std::panic::resume_unwind(panic);
         }
+    }
+
+    /// The type the weight is stored in (f32 unless set otherwise).
+    pub fn storage(&self) -> DType {
+        self.state().storage
+    }
+
+    /// Stores the weight in `dtype` (f32, bf16 or f16): the value is rounded to it now and after every
+    /// update, as a model converted to half precision would be (`"bf16-true"`). The container stays f32.
+    #[track_caller]
+    pub fn set_storage(&self, dtype: DType) {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            panic!("Param::set_storage: parameters are stored in f32, bf16 or f16, not {dtype}");
+        }
+        self.state().storage = dtype;
+        self.update(|_| {});
     }
 
     /// Whether a cast of type `E` for the current version is cached (for tests and diagnostics).
@@ -213,5 +237,14 @@ impl fmt::Debug for Param {
             .field("shape", &state.value.shape())
             .field("version", &state.version)
             .finish()
+    }
+}
+
+/// Rounds master values to the parameter's storage type.
+fn round_to_storage(data: &mut [f32], storage: DType) {
+    match storage {
+        DType::BF16 => amp_kernels::cpu::round_through::<half::bf16>(data),
+        DType::F16 => amp_kernels::cpu::round_through::<half::f16>(data),
+        _ => {}
     }
 }

@@ -33,6 +33,17 @@ impl Rng {
         }
     }
 
+    /// The generator's complete state (for checkpoints): the four xoshiro words and, if a normal sample
+    /// is pending, its bits.
+    pub fn state(&self) -> ([u64; 4], Option<u64>) {
+        (self.state, self.spare_normal.map(f64::to_bits))
+    }
+
+    /// A generator continuing from a [`state`](Self::state).
+    pub fn from_state(state: ([u64; 4], Option<u64>)) -> Self {
+        Rng { state: state.0, spare_normal: state.1.map(f64::from_bits) }
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.state;

@@ -15,3 +15,13 @@ pub fn cast<I: Elem, O: Elem>(x: &[I], out: &mut [O]) {
         }
     });
 }
+
+/// Rounds each f32 in place to the nearest value of type `E` (nearest even), keeping it stored as f32:
+/// how parameters stored in bf16 or f16 keep exactly the values their storage type can hold.
+pub fn round_through<E: Elem>(data: &mut [f32]) {
+    par_chunks_mut(data, |_, chunk| {
+        for v in chunk.iter_mut() {
+            *v = E::from_f32(*v).to_f32();
+        }
+    });
+}

@@ -16,8 +16,8 @@ mod wrappers;
 pub use list::{Cons, Nil, TensorList, cat, stack};
 pub use operand::{NoTensor, TensorLike};
 pub use probe::{
-    FullTensor, KeepTensor, LowTensor, OperandF32Tensor, Passthrough, Probe, SumIterator,
-    SumPassthrough, SumTensor, probe,
+    Bound, FullTensor, KeepTensor, LayerReceiver, LowTensor, OperandF32Tensor, Passthrough, Probe,
+    SumIterator, SumPassthrough, SumTensor, probe,
 };
 pub(crate) use report::trace_low_op;
 pub use report::{
@@ -33,8 +33,8 @@ use crate::tensor::Tensor;
 /// The dispatch traits, imported (anonymously) at the top of every rewritten function.
 pub mod prelude {
     pub use super::probe::{
-        FullTensor as _, KeepTensor as _, LowTensor as _, OperandF32Tensor as _, Passthrough as _,
-        SumIterator as _, SumPassthrough as _, SumTensor as _,
+        FullTensor as _, KeepTensor as _, LayerReceiver as _, LowTensor as _, OperandF32Tensor as _,
+        Passthrough as _, SumIterator as _, SumPassthrough as _, SumTensor as _,
     };
 }
 

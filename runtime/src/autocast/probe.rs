@@ -13,6 +13,7 @@
 use super::operand::TensorLike;
 use super::wrappers::{Full, Keep, Low};
 use crate::element::Float;
+use crate::nn::{IsLayer, Layer};
 use crate::policy::Policy;
 use crate::tensor::Tensor;
 use std::cell::Cell;
@@ -107,6 +108,39 @@ impl<P, X: TensorLike> OperandF32Tensor for Probe<P, X> {
     }
 }
 
+/// `forward` on an `amp::nn` layer: the layer's forward under the region's policy.
+pub trait LayerReceiver {
+    /// The layer bound to the policy.
+    type Out;
+    /// Binds the layer.
+    fn __amp_layer(&self) -> Self::Out;
+}
+
+impl<'a, P, L: IsLayer + ?Sized> LayerReceiver for Probe<P, &'a L> {
+    type Out = Bound<'a, P, L>;
+    #[inline(always)]
+    fn __amp_layer(&self) -> Self::Out {
+        Bound { layer: self.take(), policy: PhantomData }
+    }
+}
+
+/// A layer whose `forward` runs under policy `P` (see [`Layer`]).
+pub struct Bound<'a, P, L: ?Sized> {
+    layer: &'a L,
+    policy: PhantomData<P>,
+}
+
+impl<P: Policy, L: ?Sized> Bound<'_, P, L> {
+    /// [`Layer::forward_under`] with the region's policy.
+    #[track_caller]
+    pub fn forward<In: ?Sized>(&self, input: &In) -> L::Out<P>
+    where
+        L: Layer<In>,
+    {
+        self.layer.forward_under::<P>(input)
+    }
+}
+
 /// The fallback for every non-tensor receiver or operand: the value comes back unchanged.
 pub trait Passthrough {
     /// The value's own type.
@@ -119,6 +153,8 @@ pub trait Passthrough {
     fn __amp_keep(&self) -> Self::Out;
     /// Returns the value.
     fn __amp_operand(&self) -> Self::Out;
+    /// Returns the value.
+    fn __amp_layer(&self) -> Self::Out;
 }
 
 impl<P, X> Passthrough for &Probe<P, X> {
@@ -137,6 +173,10 @@ impl<P, X> Passthrough for &Probe<P, X> {
     }
     #[inline(always)]
     fn __amp_operand(&self) -> X {
+        self.take()
+    }
+    #[inline(always)]
+    fn __amp_layer(&self) -> X {
         self.take()
     }
 }

@@ -24,6 +24,8 @@ pub enum OpClass {
     Same,
     /// Inside `#[keep_fp32]`: runs in f32 whatever its class.
     KeepF32,
+    /// An `amp::nn` layer's `forward`, run under the region's policy (what that means is the layer's).
+    Layer,
 }
 
 impl fmt::Display for OpClass {
@@ -34,6 +36,7 @@ impl fmt::Display for OpClass {
             OpClass::Promote => "promote",
             OpClass::Same => "same",
             OpClass::KeepF32 => "keep_fp32",
+            OpClass::Layer => "layer",
         })
     }
 }
@@ -275,6 +278,7 @@ impl fmt::Display for Report {
                     OpClass::F32 | OpClass::KeepF32 => "f32",
                     OpClass::Promote => "widest input",
                     OpClass::Same => "input type",
+                    OpClass::Layer => "per layer",
                 };
                 writeln!(
                     f,

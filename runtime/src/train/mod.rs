@@ -1,0 +1,20 @@
+//! Everything between a model and a finished training run: the loss scaler, optimizers, learning-rate
+//! schedules, gradient clipping, precision modes and a small trainer.
+
+mod adam;
+mod clip;
+mod optimizer;
+mod precision;
+mod scaler;
+mod schedule;
+mod sgd;
+mod trainer;
+
+pub use adam::{Adam, AdamConfig};
+pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
+pub use optimizer::{Optimizer, OptimizerState, OptimizerStateError};
+pub use precision::{ALLOWED_PRECISIONS, PolicyFn, PolicyKind, Precision, PrecisionError};
+pub use scaler::{GradScaler, ScaledGrads, ScaledLoss, ScalerConfig, ScalerError, ScalerState, StepResult, Unscaled};
+pub use schedule::Schedule;
+pub use sgd::{Sgd, SgdConfig};
+pub use trainer::{Clip, StepReport, Trainer};
