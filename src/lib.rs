@@ -35,17 +35,23 @@ extern crate self as amp;
 pub use amp_macros::{autocast, keep_fp32};
 pub use amp_runtime::*;
 
+/// `#[derive(Module)]`: implements [`nn::Module`] for a struct from its fields (see [`nn::Module`]). The
+/// derive and the trait share a name, in different namespaces, so `use amp::prelude::*;` brings both.
+pub use amp_macros::Module;
+
 pub use amp_runtime::autocast::{Report, report, set_tracing};
 pub use amp_runtime::policy::Policy;
 
 pub mod attributes;
+mod dispatch;
 
 /// The CPU kernels behind the runtime (for benchmarks and custom ops).
 pub use amp_kernels as kernels;
 
 /// The names most model code needs: `use amp::prelude::*;`.
 pub mod prelude {
-    pub use amp_macros::{autocast, keep_fp32};
+    pub use amp_macros::{Module, autocast, keep_fp32};
+    pub use amp_runtime::nn::{Conv2d, Embedding, LayerNorm, Linear, Module, RmsNorm};
     pub use amp_runtime::policy::{Bf16, F16, F32, Policy};
     pub use amp_runtime::{DType, Float, Grads, Param, Rng, Tensor, bf16, f16, no_grad};
 }

@@ -8,6 +8,7 @@
 mod args;
 mod errors;
 mod expand;
+mod module;
 mod returns;
 mod rewrite;
 mod syntax;
@@ -43,4 +44,31 @@ pub fn autocast(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn keep_fp32(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::keep_fp32(args.into(), item.into()).into()
+}
+
+/// Implements `amp::nn::Module` for a struct: its parameters are those of its fields, in declaration order,
+/// each under the field's name (`blocks.0.attn.qkv.weight`; tuple struct fields are named `0`, `1`, ...).
+///
+/// ```text
+/// #[derive(Module)]
+/// struct Model<P: Policy> {
+///     embed: Embedding,             // a layer or any other Module
+///     blocks: Vec<Block>,           // "blocks.0.…", "blocks.1.…"
+///     head: Option<Linear>,         // visited when Some
+///     scale: Param,                 // a parameter: "scale"
+///     dropout: f32,                 // skipped: numbers, bool, char, String, PhantomData
+///     #[module(skip)]
+///     vocab: Vocabulary,            // skipped: holds no parameters
+///     #[module(rename = "ln_f")]
+///     final_norm: LayerNorm,        // visited as "ln_f.…"
+///     _policy: PhantomData<P>,
+/// }
+/// ```
+///
+/// Every other field must hold parameters (a `Param`, a `Module`, or a `Vec` or `Option` of those); any
+/// other type is a compile error at the field that says to mark it `#[module(skip)]`. A field whose type
+/// is a type parameter needs a bound (`M: Module`). A unit struct is a module without parameters.
+#[proc_macro_derive(Module, attributes(module))]
+pub fn derive_module(item: TokenStream) -> TokenStream {
+    module::derive(item.into()).into()
 }

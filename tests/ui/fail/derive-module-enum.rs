@@ -1,0 +1,9 @@
+use amp::prelude::*;
+
+#[derive(Module)]
+enum Head {
+    Linear(Linear),
+    Norm(LayerNorm),
+}
+
+fn main() {}
