@@ -532,7 +532,6 @@ fn through_references(fc: &Linear, layers: &[Linear], x: &Tensor<f32>) -> [&'sta
 /// `&&Linear`, which is not `IsLayer`, so the call silently falls back to the layer's own forward and
 /// runs in f32. Fixed by `impl IsLayer for &L` and `impl Layer<In> for &L` in runtime/src/nn/layer.rs.
 #[test]
-#[ignore = "known bug: layers behind a reference run in f32 inside a region (see the doc comment)"]
 fn layers_behind_references_follow_the_policy() {
     let mut rng = Rng::new(36);
     let fc = Linear::new(4, 4, true, &mut rng);

@@ -3,14 +3,16 @@
 
 use amp::prelude::*;
 use amp::train::{
-    Adam, AdamConfig, GradScaler, Optimizer, OptimizerStateError, Schedule, Sgd, SgdConfig, clip_grad_norm,
-    clip_grad_value, grad_norm,
+    Adam, AdamConfig, GradScaler, Optimizer, OptimizerStateError, Schedule, Sgd, SgdConfig,
+    clip_grad_norm, clip_grad_value, grad_norm,
 };
 
 /// Gradients for a fixed sequence of steps, shared by the optimizer under test and the reference.
 fn grad_sequence(steps: usize, n: usize) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(3);
-    (0..steps).map(|_| Tensor::<f32>::randn([n], &mut rng).to_vec()).collect()
+    (0..steps)
+        .map(|_| Tensor::<f32>::randn([n], &mut rng).to_vec())
+        .collect()
 }
 
 /// Runs `opt` over the gradient sequence by backpropagating `Σ w·g` (whose gradient is g).
@@ -24,7 +26,10 @@ fn run(opt: &mut dyn Optimizer, w: &Param, grads: &[Vec<f32>]) {
 
 fn close(got: &[f32], want: &[f64], rel: f64) {
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!((g as f64 - w).abs() <= rel * w.abs().max(1e-3), "element {i}: {g} vs {w}");
+        assert!(
+            (g as f64 - w).abs() <= rel * w.abs().max(1e-3),
+            "element {i}: {g} vs {w}"
+        );
     }
 }
 
@@ -35,7 +40,14 @@ fn adam_and_adamw_match_the_reference() {
     for decoupled in [false, true] {
         let init: Vec<f32> = (0..7).map(|i| i as f32 * 0.3 - 1.0).collect();
         let w = Param::new(Tensor::from_vec(init.clone(), [7]));
-        let config = if decoupled { AdamConfig::adamw(0.01, 0.1) } else { AdamConfig { weight_decay: 0.05, ..AdamConfig::adam(0.01) } };
+        let config = if decoupled {
+            AdamConfig::adamw(0.01, 0.1)
+        } else {
+            AdamConfig {
+                weight_decay: 0.05,
+                ..AdamConfig::adam(0.01)
+            }
+        };
         let mut opt = Adam::new(vec![w.clone()], config.betas(0.8, 0.95).eps(1e-6));
         run(&mut opt, &w, &grads);
         // Reference, in f64.
@@ -92,7 +104,10 @@ fn sgd_matches_the_reference() {
 /// A parameter without a gradient is left alone, and its Adam step count does not advance.
 #[test]
 fn parameters_without_gradients_are_untouched() {
-    let (a, b) = (Param::named("a", Tensor::ones([2])), Param::named("b", Tensor::ones([2])));
+    let (a, b) = (
+        Param::named("a", Tensor::ones([2])),
+        Param::named("b", Tensor::ones([2])),
+    );
     let mut opt = Adam::new(vec![a.clone(), b.clone()], AdamConfig::adam(0.1));
     let grads = a.value().sum(..).backward();
     opt.step(&grads);
@@ -107,7 +122,11 @@ fn parameters_without_gradients_are_untouched() {
 #[test]
 fn schedules_follow_applied_steps_only() {
     let w = Param::new(Tensor::from_vec(vec![1.0f32], [1]));
-    let schedule = Schedule::WarmupCosine { warmup_steps: 4, total_steps: 8, min_factor: 0.0 };
+    let schedule = Schedule::WarmupCosine {
+        warmup_steps: 4,
+        total_steps: 8,
+        min_factor: 0.0,
+    };
     let mut opt = Sgd::new(vec![w.clone()], SgdConfig::new(1.0).schedule(schedule));
     let mut scaler = GradScaler::new();
     let mut lrs = vec![];
@@ -117,8 +136,16 @@ fn schedules_follow_applied_steps_only() {
         let scaled = scaler.scale(&loss).backward();
         let _ = scaler.unscale(scaled).step(&mut opt);
     }
-    assert_eq!(lrs[..4], [0.25, 0.5, 0.75, 0.75], "the skipped third step keeps the rate");
-    assert_eq!(lrs[4..6], [1.0, 1.0], "warmup ends after 4 applied steps; the decay starts at 1");
+    assert_eq!(
+        lrs[..4],
+        [0.25, 0.5, 0.75, 0.75],
+        "the skipped third step keeps the rate"
+    );
+    assert_eq!(
+        lrs[4..6],
+        [1.0, 1.0],
+        "warmup ends after 4 applied steps; the decay starts at 1"
+    );
     assert!((lrs[6] - 0.5 * (1.0 + (std::f64::consts::PI / 4.0).cos())).abs() < 1e-12);
     assert_eq!(opt.steps(), 6);
     assert_eq!(Schedule::LinearWarmup { warmup_steps: 10 }.factor(3), 0.4);
@@ -129,7 +156,8 @@ fn schedules_follow_applied_steps_only() {
 fn clipping() {
     let a = Tensor::<f32>::from_vec(vec![3.0], [1]).with_grad();
     let b = Tensor::<f32>::from_vec(vec![0.0, 4.0], [2]).with_grad();
-    let loss = (&a * &Tensor::from_vec(vec![3.0f32], [1])).sum(..) + (&b * &Tensor::from_vec(vec![0.0f32, 4.0], [2])).sum(..);
+    let loss = (&a * &Tensor::from_vec(vec![3.0f32], [1])).sum(..)
+        + (&b * &Tensor::from_vec(vec![0.0f32, 4.0], [2])).sum(..);
     let mut grads = loss.backward();
     assert!((grad_norm(&grads) - 5.0).abs() < 1e-9);
     let norm = clip_grad_norm(&mut grads, 1.0);
@@ -138,7 +166,10 @@ fn clipping() {
     assert_eq!(grads.get(&a).unwrap().to_vec(), vec![3.0 * factor]);
     assert!((grad_norm(&grads) - 1.0).abs() < 1e-5);
     let norm_again = clip_grad_norm(&mut grads, 10.0);
-    assert!((norm_again - 1.0).abs() < 1e-5, "a norm under the limit is left alone");
+    assert!(
+        (norm_again - 1.0).abs() < 1e-5,
+        "a norm under the limit is left alone"
+    );
     clip_grad_value(&mut grads, 0.5);
     assert_eq!(grads.get(&b).unwrap().to_vec(), vec![0.0, 0.5]);
 }
@@ -155,13 +186,21 @@ fn optimizer_state() {
     assert_eq!(fresh.steps(), 3);
     assert_eq!(format!("{:?}", fresh.state()), format!("{state:?}"));
     let mut sgd = Sgd::new(vec![w.clone()], SgdConfig::new(0.1));
-    assert!(matches!(sgd.load_state(&state), Err(OptimizerStateError::Kind { .. })));
+    assert!(matches!(
+        sgd.load_state(&state),
+        Err(OptimizerStateError::Kind { .. })
+    ));
     let other = Param::named("other", Tensor::ones([3]));
     let mut wrong_model = Adam::new(vec![other], AdamConfig::adamw(0.1, 0.01));
     let err = wrong_model.load_state(&state).unwrap_err();
-    assert!(matches!(err, OptimizerStateError::Unexpected(ref n) if n.starts_with("w.")), "{err}");
+    assert!(
+        matches!(err, OptimizerStateError::Unexpected(ref n) if n.starts_with("w.")),
+        "{err}"
+    );
     let bigger = Param::named("w", Tensor::ones([4]));
-    let err = Adam::new(vec![bigger], AdamConfig::adamw(0.1, 0.01)).load_state(&state).unwrap_err();
+    let err = Adam::new(vec![bigger], AdamConfig::adamw(0.1, 0.01))
+        .load_state(&state)
+        .unwrap_err();
     assert!(matches!(err, OptimizerStateError::Shape { .. }), "{err}");
 }
 

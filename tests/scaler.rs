@@ -40,7 +40,13 @@ fn grows_after_2000_clean_steps() {
         assert_eq!((s.scale_factor(), s.growth_tracker()), (65536.0, i));
     }
     let r = rig.step(&mut s, 1.0);
-    assert_eq!(r, StepResult::Applied { scale_before: 65536.0, scale_after: 131072.0 });
+    assert_eq!(
+        r,
+        StepResult::Applied {
+            scale_before: 65536.0,
+            scale_after: 131072.0
+        }
+    );
     assert_eq!(s.growth_tracker(), 0);
 }
 
@@ -56,7 +62,11 @@ fn backs_off_on_inf_and_nan() {
     let r = rig.step(&mut s, f32::INFINITY);
     assert_eq!(
         r,
-        StepResult::Skipped { scale_before: 65536.0, scale_after: 32768.0, first_non_finite: Some("layer.weight".into()) }
+        StepResult::Skipped {
+            scale_before: 65536.0,
+            scale_after: 32768.0,
+            first_non_finite: Some("layer.weight".into())
+        }
     );
     assert_eq!(s.growth_tracker(), 0);
     let r = rig.step(&mut s, f32::NAN);
@@ -80,12 +90,20 @@ fn forty_nan_steps_have_no_floor() {
 #[test]
 fn growth_stays_finite_near_f32_max() {
     let mut rig = Rig::new();
-    let mut s = dynamic(ScalerConfig { init_scale: 2f32.powi(126), growth_interval: 1, ..Default::default() });
+    let mut s = dynamic(ScalerConfig {
+        init_scale: 2f32.powi(126),
+        growth_interval: 1,
+        ..Default::default()
+    });
     // With a scale of 2^126 the scaled gradient itself overflows; use a zero gradient to stay clean.
     rig.step(&mut s, 0.0);
     assert_eq!(s.scale_factor(), 2f32.powi(127));
     rig.step(&mut s, 0.0);
-    assert_eq!(s.scale_factor(), 2f32.powi(127), "2^128 is inf in f32: keep 2^127");
+    assert_eq!(
+        s.scale_factor(),
+        2f32.powi(127),
+        "2^128 is inf in f32: keep 2^127"
+    );
 }
 
 /// Custom factors: ×4 after 3 clean steps, ×0.25 on overflow.
@@ -112,7 +130,10 @@ fn custom_factors() {
 #[test]
 fn hysteresis_delays_backoff() {
     let mut rig = Rig::new();
-    let mut s = dynamic(ScalerConfig { hysteresis: 2, ..Default::default() });
+    let mut s = dynamic(ScalerConfig {
+        hysteresis: 2,
+        ..Default::default()
+    });
     let mut trace = vec![];
     for g in [f32::NAN, 1.0, f32::NAN, f32::NAN, f32::NAN, f32::NAN] {
         let r = rig.step(&mut s, g);
@@ -120,7 +141,14 @@ fn hysteresis_delays_backoff() {
     }
     assert_eq!(
         trace,
-        [(false, 65536.0), (true, 65536.0), (false, 65536.0), (false, 32768.0), (false, 32768.0), (false, 16384.0)]
+        [
+            (false, 65536.0),
+            (true, 65536.0),
+            (false, 65536.0),
+            (false, 32768.0),
+            (false, 32768.0),
+            (false, 16384.0)
+        ]
     );
 }
 
@@ -128,11 +156,23 @@ fn hysteresis_delays_backoff() {
 #[test]
 fn floor_and_ceiling() {
     let mut rig = Rig::new();
-    let mut s = dynamic(ScalerConfig { init_scale: 4096.0, min_scale: Some(1024.0), ..Default::default() });
-    let trace: Vec<f32> = (0..4).map(|_| rig.step(&mut s, f32::NAN).scale_after()).collect();
+    let mut s = dynamic(ScalerConfig {
+        init_scale: 4096.0,
+        min_scale: Some(1024.0),
+        ..Default::default()
+    });
+    let trace: Vec<f32> = (0..4)
+        .map(|_| rig.step(&mut s, f32::NAN).scale_after())
+        .collect();
     assert_eq!(trace, [2048.0, 1024.0, 1024.0, 1024.0]);
-    let mut s = dynamic(ScalerConfig { growth_interval: 1, max_scale: Some(100_000.0), ..Default::default() });
-    let trace: Vec<f32> = (0..3).map(|_| rig.step(&mut s, 1.0).scale_after()).collect();
+    let mut s = dynamic(ScalerConfig {
+        growth_interval: 1,
+        max_scale: Some(100_000.0),
+        ..Default::default()
+    });
+    let trace: Vec<f32> = (0..3)
+        .map(|_| rig.step(&mut s, 1.0).scale_after())
+        .collect();
     assert_eq!(trace, [100_000.0, 100_000.0, 100_000.0]);
 }
 
@@ -173,32 +213,88 @@ fn skipped_steps_change_nothing() {
 #[test]
 fn invalid_configs_are_rejected() {
     let bad = |c: ScalerConfig| GradScaler::with_config(c).unwrap_err();
-    assert_eq!(bad(ScalerConfig { growth_factor: 1.0, ..Default::default() }), ScalerError::GrowthFactor(1.0));
-    assert_eq!(bad(ScalerConfig { backoff_factor: 1.0, ..Default::default() }), ScalerError::BackoffFactor(1.0));
-    assert_eq!(bad(ScalerConfig { growth_interval: 0, ..Default::default() }), ScalerError::GrowthInterval);
-    assert_eq!(bad(ScalerConfig { init_scale: f32::INFINITY, ..Default::default() }), ScalerError::Scale(f32::INFINITY));
-    assert_eq!(bad(ScalerConfig { hysteresis: 0, ..Default::default() }), ScalerError::Hysteresis);
-    let err = bad(ScalerConfig { min_scale: Some(8.0), max_scale: Some(4.0), ..Default::default() });
+    assert_eq!(
+        bad(ScalerConfig {
+            growth_factor: 1.0,
+            ..Default::default()
+        }),
+        ScalerError::GrowthFactor(1.0)
+    );
+    assert_eq!(
+        bad(ScalerConfig {
+            backoff_factor: 1.0,
+            ..Default::default()
+        }),
+        ScalerError::BackoffFactor(1.0)
+    );
+    assert_eq!(
+        bad(ScalerConfig {
+            growth_interval: 0,
+            ..Default::default()
+        }),
+        ScalerError::GrowthInterval
+    );
+    assert_eq!(
+        bad(ScalerConfig {
+            init_scale: f32::INFINITY,
+            ..Default::default()
+        }),
+        ScalerError::Scale(f32::INFINITY)
+    );
+    assert_eq!(
+        bad(ScalerConfig {
+            hysteresis: 0,
+            ..Default::default()
+        }),
+        ScalerError::Hysteresis
+    );
+    let err = bad(ScalerConfig {
+        min_scale: Some(8.0),
+        max_scale: Some(4.0),
+        ..Default::default()
+    });
     assert_eq!(err, ScalerError::Bounds { min: 8.0, max: 4.0 });
-    assert!(ScalerError::GrowthFactor(1.0).to_string().contains("must be > 1.0"));
-    assert!(ScalerError::BackoffFactor(1.0).to_string().contains("must be < 1.0"));
+    assert!(
+        ScalerError::GrowthFactor(1.0)
+            .to_string()
+            .contains("must be > 1.0")
+    );
+    assert!(
+        ScalerError::BackoffFactor(1.0)
+            .to_string()
+            .contains("must be < 1.0")
+    );
 }
 
 /// The state round-trips into a fresh scaler; a disabled scaler's state does not load into a dynamic one.
 #[test]
 fn state_round_trip() {
     let mut rig = Rig::new();
-    let mut s = dynamic(ScalerConfig { growth_interval: 3, hysteresis: 2, ..Default::default() });
+    let mut s = dynamic(ScalerConfig {
+        growth_interval: 3,
+        hysteresis: 2,
+        ..Default::default()
+    });
     for g in [1.0, 1.0, f32::NAN, 1.0, 1.0, 1.0, 1.0, f32::NAN] {
         rig.step(&mut s, g);
     }
     let state = s.state_dict();
-    assert_eq!((state.scale, state.growth_tracker, state.overflows_in_a_row), (131072.0, 0, 1));
-    let mut fresh = dynamic(ScalerConfig { growth_interval: 3, hysteresis: 2, ..Default::default() });
+    assert_eq!(
+        (state.scale, state.growth_tracker, state.overflows_in_a_row),
+        (131072.0, 0, 1)
+    );
+    let mut fresh = dynamic(ScalerConfig {
+        growth_interval: 3,
+        hysteresis: 2,
+        ..Default::default()
+    });
     fresh.load_state_dict(&state).unwrap();
     assert_eq!(fresh, s);
     let mut off = GradScaler::disabled();
-    assert!(matches!(off.load_state_dict(&state), Err(ScalerError::Mismatch { .. })));
+    assert!(matches!(
+        off.load_state_dict(&state),
+        Err(ScalerError::Mismatch { .. })
+    ));
 }
 
 /// Scaled gradients of micro-batches add up before the single unscale: the result equals the gradient
@@ -214,7 +310,8 @@ fn accumulation_adds_scaled_gradients() {
     assert_eq!(acc.scale(), 65536.0);
     let unscaled = s.unscale(acc);
     let got = unscaled.grads().get(&w).unwrap().to_vec();
-    let reference = ((&w.value() * &x1).square().sum(..) + (&w.value() * &x2).square().sum(..)).backward();
+    let reference =
+        ((&w.value() * &x1).square().sum(..) + (&w.value() * &x2).square().sum(..)).backward();
     let want = reference.get(&w).unwrap().to_vec();
     for (g, e) in got.iter().zip(&want) {
         assert!((g - e).abs() <= 1e-6 * e.abs(), "{g} vs {e}");

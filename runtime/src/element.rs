@@ -166,9 +166,22 @@ macro_rules! promote {
     ($($a:ty, $b:ty => $o:ty;)*) => { $(impl Promote<$b> for $a { type Output = $o; })* };
 }
 promote! {
-    f32, f32 => f32; f64, f64 => f64; bf16, bf16 => bf16; f16, f16 => f16;
-    bf16, f32 => f32; f32, bf16 => f32; f16, f32 => f32; f32, f16 => f32;
+    f64, f64 => f64; bf16, bf16 => bf16; f16, f16 => f16;
+    bf16, f32 => f32; f16, f32 => f32;
     f32, f64 => f64; f64, f32 => f64; bf16, f64 => f64; f64, bf16 => f64; f16, f64 => f64; f64, f16 => f64;
+}
+
+/// The types a policy may use for its low-precision ops: f32, bf16 and f16. `f32` with any of them gives
+/// `f32`, through one generic impl, so that generic code (`#[autocast(P)]`) may add an f32 tensor and a
+/// `Tensor<P::Low>` without naming the policy.
+pub trait LowFloat: Float<Compute = f32> + Promote<f32, Output = f32> {}
+
+impl LowFloat for f32 {}
+impl LowFloat for bf16 {}
+impl LowFloat for f16 {}
+
+impl<L: LowFloat> Promote<L> for f32 {
+    type Output = f32;
 }
 
 impl AnyTensor {

@@ -32,7 +32,7 @@ pub mod train;
 
 pub use amp_kernels::{bf16, f16};
 pub use autograd::{GradId, GradKey, Grads, NoGradGuard, is_grad_enabled, no_grad};
-pub use element::{AnyTensor, DType, Element, Float, Promote};
+pub use element::{AnyTensor, DType, Element, Float, LowFloat, Promote};
 pub use ops::{Pair, Scalar};
 pub use param::Param;
 pub use rng::Rng;

@@ -2,7 +2,7 @@
 //! `#[autocast(bf16)]` uses [`Bf16`], `#[autocast(f16)]` [`F16`], `#[autocast(f32)]` [`F32`], and
 //! `#[autocast(P)]` whatever policy the caller picks for the type parameter `P`.
 
-use crate::element::Float;
+use crate::element::{Float, LowFloat};
 use half::{bf16, f16};
 use std::fmt::Debug;
 
@@ -29,7 +29,7 @@ mod sealed {
 /// ```
 pub trait Policy: Copy + Default + Debug + Send + Sync + 'static + sealed::Sealed {
     /// The element type of low-precision ops.
-    type Low: Float;
+    type Low: LowFloat + Float<Low<Self> = Self::Low>;
     /// The name used in attributes and reports: `"bf16"`, `"f16"` or `"f32"`.
     const NAME: &'static str;
     /// A dense index (0 = f32, 1 = bf16, 2 = f16), for per-policy bookkeeping.

@@ -41,7 +41,10 @@ impl Rng {
 
     /// A generator continuing from a [`state`](Self::state).
     pub fn from_state(state: ([u64; 4], Option<u64>)) -> Self {
-        Rng { state: state.0, spare_normal: state.1.map(f64::from_bits) }
+        Rng {
+            state: state.0,
+            spare_normal: state.1.map(f64::from_bits),
+        }
     }
 
     /// The next 64 random bits.

@@ -24,7 +24,9 @@ pub fn unscale_and_check<E: Float>(grad: &mut [E], inv_scale: f64) -> bool {
     if grad.len() < super::PARALLEL_MIN {
         scale_chunk(grad)
     } else {
-        grad.par_chunks_mut(CHUNK).map(scale_chunk).reduce(|| false, |a, b| a | b)
+        grad.par_chunks_mut(CHUNK)
+            .map(scale_chunk)
+            .reduce(|| false, |a, b| a | b)
     }
 }
 
@@ -56,7 +58,10 @@ pub struct AdamStep {
 /// ```
 pub fn adam_step(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], hp: &AdamStep) {
     let n = param.len();
-    assert!(grad.len() == n && m.len() == n && v.len() == n, "adam_step: buffer lengths differ");
+    assert!(
+        grad.len() == n && m.len() == n && v.len() == n,
+        "adam_step: buffer lengths differ"
+    );
     let t = hp.step.max(1) as i32;
     let bias1 = 1.0 - hp.beta1.powi(t);
     let bias2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
@@ -76,7 +81,12 @@ pub fn adam_step(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], 
         *w -= step_size * *m / (v.sqrt() * inv_bias2_sqrt + eps);
     };
     if n < super::PARALLEL_MIN {
-        param.iter_mut().zip(grad).zip(m.iter_mut()).zip(v.iter_mut()).for_each(update);
+        param
+            .iter_mut()
+            .zip(grad)
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
+            .for_each(update);
     } else {
         param
             .par_chunks_mut(CHUNK)
@@ -84,7 +94,11 @@ pub fn adam_step(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], 
             .zip(m.par_chunks_mut(CHUNK))
             .zip(v.par_chunks_mut(CHUNK))
             .for_each(|(((w, g), m), v)| {
-                w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()).for_each(update)
+                w.iter_mut()
+                    .zip(g)
+                    .zip(m.iter_mut())
+                    .zip(v.iter_mut())
+                    .for_each(update)
             });
     }
 }
@@ -110,17 +124,43 @@ pub struct SgdStep {
 /// ```text
 /// g = grad + wd·w;  b = first ? g : μ·b + (1-dampening)·g;  g = nesterov ? g + μ·b : b;  w -= lr·g
 /// ```
-pub fn sgd_step(param: &mut [f32], grad: &[f32], buffer: Option<&mut [f32]>, first_step: bool, hp: &SgdStep) {
+pub fn sgd_step(
+    param: &mut [f32],
+    grad: &[f32],
+    buffer: Option<&mut [f32]>,
+    first_step: bool,
+    hp: &SgdStep,
+) {
     let n = param.len();
-    assert_eq!(grad.len(), n, "sgd_step: gradient length differs from the parameter's");
-    let (lr, wd, mu, damp) = (hp.lr as f32, hp.weight_decay as f32, hp.momentum as f32, hp.dampening as f32);
+    assert_eq!(
+        grad.len(),
+        n,
+        "sgd_step: gradient length differs from the parameter's"
+    );
+    let (lr, wd, mu, damp) = (
+        hp.lr as f32,
+        hp.weight_decay as f32,
+        hp.momentum as f32,
+        hp.dampening as f32,
+    );
     match buffer {
-        None => param.iter_mut().zip(grad).for_each(|(w, &g)| *w -= lr * (g + wd * *w)),
+        None => param
+            .iter_mut()
+            .zip(grad)
+            .for_each(|(w, &g)| *w -= lr * (g + wd * *w)),
         Some(buffer) => {
-            assert_eq!(buffer.len(), n, "sgd_step: momentum buffer length differs from the parameter's");
+            assert_eq!(
+                buffer.len(),
+                n,
+                "sgd_step: momentum buffer length differs from the parameter's"
+            );
             for ((w, &g), b) in param.iter_mut().zip(grad).zip(buffer.iter_mut()) {
                 let g = g + wd * *w;
-                *b = if first_step { g } else { mu * *b + (1.0 - damp) * g };
+                *b = if first_step {
+                    g
+                } else {
+                    mu * *b + (1.0 - damp) * g
+                };
                 let d = if hp.nesterov { g + mu * *b } else { *b };
                 *w -= lr * d;
             }

@@ -33,8 +33,9 @@ use crate::tensor::Tensor;
 /// The dispatch traits, imported (anonymously) at the top of every rewritten function.
 pub mod prelude {
     pub use super::probe::{
-        FullTensor as _, KeepTensor as _, LayerReceiver as _, LowTensor as _, OperandF32Tensor as _,
-        Passthrough as _, SumIterator as _, SumPassthrough as _, SumTensor as _,
+        FullTensor as _, KeepTensor as _, LayerReceiver as _, LowTensor as _,
+        OperandF32Tensor as _, Passthrough as _, SumIterator as _, SumPassthrough as _,
+        SumTensor as _,
     };
 }
 

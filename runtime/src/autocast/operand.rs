@@ -35,14 +35,29 @@ impl TensorLike for Param {
     }
 }
 
-impl<X: TensorLike + ?Sized> TensorLike for &X {
-    type Elem = X::Elem;
-    fn tensor(&self) -> Tensor<X::Elem> {
-        (**self).tensor()
-    }
-    fn cast_to<T: Float>(&self) -> Tensor<T> {
-        (**self).cast_to::<T>()
-    }
+/// Smart pointers and references to tensor-like values are tensor-like too, so a receiver reached through
+/// `&mut`, `Box`, `Rc` or `Arc` still runs at the region's precision.
+macro_rules! tensor_like_through {
+    ($($(#[$doc:meta])* [$($generics:tt)*] $ty:ty;)*) => {$(
+        $(#[$doc])*
+        impl<$($generics)*> TensorLike for $ty {
+            type Elem = X::Elem;
+            fn tensor(&self) -> Tensor<X::Elem> {
+                (**self).tensor()
+            }
+            fn cast_to<T: Float>(&self) -> Tensor<T> {
+                (**self).cast_to::<T>()
+            }
+        }
+    )*};
+}
+
+tensor_like_through! {
+    [X: TensorLike + ?Sized] &X;
+    [X: TensorLike + ?Sized] &mut X;
+    [X: TensorLike + ?Sized] Box<X>;
+    [X: TensorLike + ?Sized] std::rc::Rc<X>;
+    [X: TensorLike + ?Sized] std::sync::Arc<X>;
 }
 
 /// The type of a `None` written where an op takes an optional tensor inside an autocast region (so that

@@ -120,7 +120,10 @@ impl<'a, P, L: IsLayer + ?Sized> LayerReceiver for Probe<P, &'a L> {
     type Out = Bound<'a, P, L>;
     #[inline(always)]
     fn __amp_layer(&self) -> Self::Out {
-        Bound { layer: self.take(), policy: PhantomData }
+        Bound {
+            layer: self.take(),
+            policy: PhantomData,
+        }
     }
 }
 

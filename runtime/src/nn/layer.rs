@@ -16,3 +16,28 @@ pub trait Layer<In: ?Sized>: IsLayer {
 /// Marks the types that implement [`Layer`] for some input (the dispatch of a rewritten `forward` call
 /// needs a trait that does not name the input type).
 pub trait IsLayer {}
+
+/// A layer reached through a reference or a box is the same layer (`for layer in &self.layers`).
+macro_rules! layer_through {
+    ($([$($generics:tt)*] $ty:ty;)*) => {$(
+        impl<$($generics)*> IsLayer for $ty {}
+        impl<In: ?Sized, $($generics)*> Layer<In> for $ty
+        where
+            L: Layer<In>,
+        {
+            type Out<P: Policy> = L::Out<P>;
+            #[track_caller]
+            fn forward_under<P: Policy>(&self, input: &In) -> Self::Out<P> {
+                (**self).forward_under::<P>(input)
+            }
+        }
+    )*};
+}
+
+layer_through! {
+    [L: IsLayer + ?Sized] &L;
+    [L: IsLayer + ?Sized] &mut L;
+    [L: IsLayer + ?Sized] Box<L>;
+    [L: IsLayer + ?Sized] std::rc::Rc<L>;
+    [L: IsLayer + ?Sized] std::sync::Arc<L>;
+}

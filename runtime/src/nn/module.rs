@@ -46,7 +46,11 @@ pub trait Module {
 
 /// Joins a prefix and a field name with a dot (no dot for an empty prefix).
 pub fn join_name(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
 }
 
 /// A field of a `#[derive(Module)]` struct that holds parameters: a [`Param`], a [`Module`], or a `Vec` or

@@ -1,7 +1,9 @@
 //! Adam and AdamW (PyTorch's `Adam`/`AdamW`): f32 moments over f32 master weights, one fused pass per
 //! parameter.
 
-use super::optimizer::{Optimizer, OptimizerState, OptimizerStateError, find_buffer, param_key, reject_unknown};
+use super::optimizer::{
+    Optimizer, OptimizerState, OptimizerStateError, find_buffer, param_key, reject_unknown,
+};
 use super::schedule::Schedule;
 use crate::autograd::Grads;
 use crate::param::Param;
@@ -29,12 +31,23 @@ pub struct AdamConfig {
 impl AdamConfig {
     /// Adam with PyTorch's defaults (betas 0.9, 0.999; eps 1e-8; no weight decay).
     pub fn adam(lr: f64) -> Self {
-        AdamConfig { lr, betas: (0.9, 0.999), eps: 1e-8, weight_decay: 0.0, decoupled: false, schedule: Schedule::Constant }
+        AdamConfig {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+            schedule: Schedule::Constant,
+        }
     }
 
     /// AdamW with decoupled weight decay `weight_decay` (PyTorch's default is 0.01).
     pub fn adamw(lr: f64, weight_decay: f64) -> Self {
-        AdamConfig { weight_decay, decoupled: true, ..Self::adam(lr) }
+        AdamConfig {
+            weight_decay,
+            decoupled: true,
+            ..Self::adam(lr)
+        }
     }
 
     /// With other moment decay rates.
@@ -80,12 +93,20 @@ impl Adam {
         let c = &config;
         let (b1, b2) = c.betas;
         if !(c.lr >= 0.0) || !(c.eps >= 0.0) || !(c.weight_decay >= 0.0) {
-            panic!("Adam: lr {}, eps {} and weight_decay {} must be >= 0", c.lr, c.eps, c.weight_decay);
+            panic!(
+                "Adam: lr {}, eps {} and weight_decay {} must be >= 0",
+                c.lr, c.eps, c.weight_decay
+            );
         }
         if !((0.0..1.0).contains(&b1) && (0.0..1.0).contains(&b2)) {
             panic!("Adam: betas ({b1}, {b2}) must be in [0, 1)");
         }
-        Adam { moments: vec![Moments::default(); params.len()], params, config, steps: 0 }
+        Adam {
+            moments: vec![Moments::default(); params.len()],
+            params,
+            config,
+            steps: 0,
+        }
     }
 
     /// The settings.
@@ -94,7 +115,11 @@ impl Adam {
     }
 
     fn kind(&self) -> &'static str {
-        if self.config.decoupled { "adamw" } else { "adam" }
+        if self.config.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
     }
 }
 
@@ -108,7 +133,9 @@ impl Optimizer for Adam {
     fn step(&mut self, grads: &Grads) {
         let lr = self.lr();
         for (param, moments) in self.params.iter().zip(&mut self.moments) {
-            let Some(grad) = grads.get(param) else { continue };
+            let Some(grad) = grads.get(param) else {
+                continue;
+            };
             if moments.exp_avg.is_empty() {
                 moments.exp_avg = vec![0.0; param.numel()];
                 moments.exp_avg_sq = vec![0.0; param.numel()];
@@ -145,16 +172,32 @@ impl Optimizer for Adam {
             }
             let key = param_key(i, p);
             // The step count is stored as a one-element f32 tensor, as PyTorch stores Adam's `step`.
-            tensors.push((format!("{key}.step"), Tensor::from_vec(vec![m.step as f32], [1])));
-            tensors.push((format!("{key}.exp_avg"), Tensor::from_vec(m.exp_avg.clone(), p.shape())));
-            tensors.push((format!("{key}.exp_avg_sq"), Tensor::from_vec(m.exp_avg_sq.clone(), p.shape())));
+            tensors.push((
+                format!("{key}.step"),
+                Tensor::from_vec(vec![m.step as f32], [1]),
+            ));
+            tensors.push((
+                format!("{key}.exp_avg"),
+                Tensor::from_vec(m.exp_avg.clone(), p.shape()),
+            ));
+            tensors.push((
+                format!("{key}.exp_avg_sq"),
+                Tensor::from_vec(m.exp_avg_sq.clone(), p.shape()),
+            ));
         }
-        OptimizerState { kind: self.kind().into(), steps: self.steps, tensors }
+        OptimizerState {
+            kind: self.kind().into(),
+            steps: self.steps,
+            tensors,
+        }
     }
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimizerStateError> {
         if state.kind != self.kind() {
-            return Err(OptimizerStateError::Kind { saved: state.kind.clone(), this: self.kind() });
+            return Err(OptimizerStateError::Kind {
+                saved: state.kind.clone(),
+                this: self.kind(),
+            });
         }
         let mut moments = Vec::with_capacity(self.params.len());
         let mut known = Vec::new();
@@ -167,7 +210,11 @@ impl Optimizer for Adam {
                 let step = find_buffer(state, &names[0], &[1])?.to_vec()[0] as u64;
                 let exp_avg = find_buffer(state, &names[1], &p.shape())?.to_vec();
                 let exp_avg_sq = find_buffer(state, &names[2], &p.shape())?.to_vec();
-                moments.push(Moments { step, exp_avg, exp_avg_sq });
+                moments.push(Moments {
+                    step,
+                    exp_avg,
+                    exp_avg_sq,
+                });
             }
             known.extend(names);
         }

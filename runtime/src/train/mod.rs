@@ -2,6 +2,7 @@
 //! schedules, gradient clipping, precision modes and a small trainer.
 
 mod adam;
+mod checkpoint;
 mod clip;
 mod optimizer;
 mod precision;
@@ -11,10 +12,14 @@ mod sgd;
 mod trainer;
 
 pub use adam::{Adam, AdamConfig};
+pub use checkpoint::{Checkpoint, CheckpointError, LoadedCheckpoint};
 pub use clip::{clip_grad_norm, clip_grad_value, grad_norm};
 pub use optimizer::{Optimizer, OptimizerState, OptimizerStateError};
 pub use precision::{ALLOWED_PRECISIONS, PolicyFn, PolicyKind, Precision, PrecisionError};
-pub use scaler::{GradScaler, ScaledGrads, ScaledLoss, ScalerConfig, ScalerError, ScalerState, StepResult, Unscaled};
+pub use scaler::{
+    GradScaler, ScaledGrads, ScaledLoss, ScalerConfig, ScalerError, ScalerState, StepResult,
+    Unscaled,
+};
 pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 pub use trainer::{Clip, StepReport, Trainer};

@@ -69,7 +69,11 @@ pub enum OptimizerStateError {
 /// The key of a parameter's buffers: its name, or its position when it has none.
 pub(crate) fn param_key(index: usize, param: &Param) -> String {
     let name = param.name();
-    if name.is_empty() { format!("param{index}") } else { name }
+    if name.is_empty() {
+        format!("param{index}")
+    } else {
+        name
+    }
 }
 
 /// Looks up and checks the shape of `<key>.<buffer>` in `state`.
@@ -94,7 +98,10 @@ pub(crate) fn find_buffer<'a>(
 }
 
 /// Checks that `state` holds no buffer outside `known`.
-pub(crate) fn reject_unknown(state: &OptimizerState, known: &[String]) -> Result<(), OptimizerStateError> {
+pub(crate) fn reject_unknown(
+    state: &OptimizerState,
+    known: &[String],
+) -> Result<(), OptimizerStateError> {
     match state.tensors.iter().find(|(n, _)| !known.contains(n)) {
         Some((n, _)) => Err(OptimizerStateError::Unexpected(n.clone())),
         None => Ok(()),

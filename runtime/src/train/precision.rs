@@ -159,7 +159,11 @@ impl Precision {
     /// The scaler this mode trains with: dynamic with PyTorch's defaults for `"16-mixed"`, disabled
     /// (scale 1, non-finite steps skipped) otherwise.
     pub fn scaler(self) -> GradScaler {
-        if self.uses_loss_scaling() { GradScaler::new() } else { GradScaler::disabled() }
+        if self.uses_loss_scaling() {
+            GradScaler::new()
+        } else {
+            GradScaler::disabled()
+        }
     }
 
     /// Sets the storage type of `params` for this mode (rounds them to bf16/f16 for the `-true` modes).
@@ -198,7 +202,11 @@ impl FromStr for Precision {
             "bf16-mixed" | "bf16" => Precision::Bf16Mixed,
             "16-true" | "O3" => Precision::F16True,
             "bf16-true" => Precision::Bf16True,
-            _ => return Err(PrecisionError::Unknown { given: s.to_string() }),
+            _ => {
+                return Err(PrecisionError::Unknown {
+                    given: s.to_string(),
+                });
+            }
         })
     }
 }
@@ -218,7 +226,9 @@ impl TryFrom<u32> for Precision {
             16 => Ok(Precision::F16Mixed),
             32 => Ok(Precision::F32True),
             64 => Ok(Precision::F64True),
-            other => Err(PrecisionError::Unknown { given: other.to_string() }),
+            other => Err(PrecisionError::Unknown {
+                given: other.to_string(),
+            }),
         }
     }
 }

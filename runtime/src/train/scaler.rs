@@ -4,7 +4,7 @@
 
 use super::optimizer::Optimizer;
 use crate::autograd::{GradId, Grads};
-use crate::element::{FloatOp, Float};
+use crate::element::{Float, FloatOp};
 use crate::tensor::Tensor;
 use amp_kernels::cpu;
 use std::fmt;
@@ -149,7 +149,8 @@ impl Default for GradScaler {
 impl GradScaler {
     /// A dynamic scaler with PyTorch's defaults (scale 2^16, ×2 every 2000 clean steps, ×0.5 on overflow).
     pub fn new() -> Self {
-        Self::with_config(ScalerConfig::default()).unwrap_or_else(|_| unreachable!("the defaults are valid"))
+        Self::with_config(ScalerConfig::default())
+            .unwrap_or_else(|_| unreachable!("the defaults are valid"))
     }
 
     /// A dynamic scaler with the given settings, validated.
@@ -167,7 +168,11 @@ impl GradScaler {
 
     /// A scaler that does not scale (scale 1, for bf16 and f32) but still skips non-finite steps.
     pub fn disabled() -> Self {
-        GradScaler { scale: 1.0, enabled: false, ..Self::new() }
+        GradScaler {
+            scale: 1.0,
+            enabled: false,
+            ..Self::new()
+        }
     }
 
     /// Whether steps with non-finite gradients are skipped (always true for an enabled scaler; for a
@@ -199,7 +204,10 @@ impl GradScaler {
 
     /// Marks `loss` for a scaled backward pass.
     pub fn scale<'a, E: Float>(&self, loss: &'a Tensor<E>) -> ScaledLoss<'a, E> {
-        ScaledLoss { loss, scale: self.scale }
+        ScaledLoss {
+            loss,
+            scale: self.scale,
+        }
     }
 
     /// Divides the gradients by the scale in one fused pass per gradient that also notes which ones hold
@@ -212,7 +220,11 @@ impl GradScaler {
                 non_finite.push(id);
             }
         }
-        Unscaled { scaler: self, grads: scaled.grads, non_finite }
+        Unscaled {
+            scaler: self,
+            grads: scaled.grads,
+            non_finite,
+        }
     }
 
     /// Updates the scale after a step (`found` non-finite gradients or not); the step was applied when
@@ -266,7 +278,10 @@ impl GradScaler {
     pub fn load_state_dict(&mut self, state: &ScalerState) -> Result<(), ScalerError> {
         if state.enabled != self.enabled {
             let name = |e: bool| if e { "dynamic" } else { "disabled" };
-            return Err(ScalerError::Mismatch { saved: name(state.enabled), this: name(self.enabled) });
+            return Err(ScalerError::Mismatch {
+                saved: name(state.enabled),
+                this: name(self.enabled),
+            });
         }
         let config = ScalerConfig {
             init_scale: state.scale,
@@ -280,7 +295,10 @@ impl GradScaler {
         if self.enabled {
             config.validate()?;
         }
-        self.config = ScalerConfig { init_scale: self.config.init_scale, ..config };
+        self.config = ScalerConfig {
+            init_scale: self.config.init_scale,
+            ..config
+        };
         self.scale = state.scale;
         self.growth_tracker = state.growth_tracker;
         self.overflows_in_a_row = state.overflows_in_a_row;
@@ -338,8 +356,15 @@ impl<E: Float> ScaledLoss<'_, E> {
     /// Backward of `loss × scale`: the gradients are scaled by the same factor.
     #[track_caller]
     pub fn backward(self) -> ScaledGrads {
-        let grads = if self.scale == 1.0 { self.loss.backward() } else { (self.loss * self.scale as f64).backward() };
-        ScaledGrads { grads, scale: self.scale }
+        let grads = if self.scale == 1.0 {
+            self.loss.backward()
+        } else {
+            (self.loss * self.scale as f64).backward()
+        };
+        ScaledGrads {
+            grads,
+            scale: self.scale,
+        }
     }
 }
 
@@ -430,9 +455,16 @@ impl Unscaled<'_> {
         }
         let scale_after = self.scaler.scale;
         if applied {
-            StepResult::Applied { scale_before, scale_after }
+            StepResult::Applied {
+                scale_before,
+                scale_after,
+            }
         } else {
-            StepResult::Skipped { scale_before, scale_after, first_non_finite: first_non_finite.flatten() }
+            StepResult::Skipped {
+                scale_before,
+                scale_after,
+                first_non_finite: first_non_finite.flatten(),
+            }
         }
     }
 }
@@ -445,7 +477,11 @@ fn first_named(optimizers: &[&mut dyn Optimizer], non_finite: &[GradId]) -> Opti
         .find(|p| non_finite.contains(&p.grad_id()))
         .map(|p| {
             let name = p.name();
-            if name.is_empty() { format!("{:?}", p.grad_id()) } else { name }
+            if name.is_empty() {
+                format!("{:?}", p.grad_id())
+            } else {
+                name
+            }
         })
 }
 
@@ -479,14 +515,18 @@ impl StepResult {
     /// The scale before the update.
     pub fn scale_before(&self) -> f32 {
         match self {
-            StepResult::Applied { scale_before, .. } | StepResult::Skipped { scale_before, .. } => *scale_before,
+            StepResult::Applied { scale_before, .. } | StepResult::Skipped { scale_before, .. } => {
+                *scale_before
+            }
         }
     }
 
     /// The scale after the update.
     pub fn scale_after(&self) -> f32 {
         match self {
-            StepResult::Applied { scale_after, .. } | StepResult::Skipped { scale_after, .. } => *scale_after,
+            StepResult::Applied { scale_after, .. } | StepResult::Skipped { scale_after, .. } => {
+                *scale_after
+            }
         }
     }
 }
@@ -494,13 +534,23 @@ impl StepResult {
 impl fmt::Display for StepResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StepResult::Applied { scale_before, scale_after } if scale_before == scale_after => {
+            StepResult::Applied {
+                scale_before,
+                scale_after,
+            } if scale_before == scale_after => {
                 write!(f, "applied (scale {scale_before})")
             }
-            StepResult::Applied { scale_before, scale_after } => {
+            StepResult::Applied {
+                scale_before,
+                scale_after,
+            } => {
                 write!(f, "applied (scale {scale_before} -> {scale_after})")
             }
-            StepResult::Skipped { scale_before, scale_after, first_non_finite } => {
+            StepResult::Skipped {
+                scale_before,
+                scale_after,
+                first_non_finite,
+            } => {
                 write!(f, "skipped: non-finite gradient")?;
                 if let Some(name) = first_non_finite {
                     write!(f, " in {name}")?;

@@ -38,18 +38,27 @@ impl Schedule {
         match *self {
             Schedule::Constant => 1.0,
             Schedule::LinearWarmup { warmup_steps } => warmup(applied, warmup_steps),
-            Schedule::WarmupCosine { warmup_steps, total_steps, min_factor } => {
+            Schedule::WarmupCosine {
+                warmup_steps,
+                total_steps,
+                min_factor,
+            } => {
                 if applied < warmup_steps {
                     return warmup(applied, warmup_steps);
                 }
                 let span = total_steps.saturating_sub(warmup_steps).max(1) as f64;
                 let progress = ((applied - warmup_steps) as f64 / span).min(1.0);
-                min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+                min_factor
+                    + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         }
     }
 }
 
 fn warmup(applied: u64, warmup_steps: u64) -> f64 {
-    if applied >= warmup_steps { 1.0 } else { (applied + 1) as f64 / warmup_steps as f64 }
+    if applied >= warmup_steps {
+        1.0
+    } else {
+        (applied + 1) as f64 / warmup_steps as f64
+    }
 }

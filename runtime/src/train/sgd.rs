@@ -1,6 +1,8 @@
 //! Stochastic gradient descent with momentum, Nesterov momentum and weight decay (PyTorch's `SGD`).
 
-use super::optimizer::{Optimizer, OptimizerState, OptimizerStateError, find_buffer, param_key, reject_unknown};
+use super::optimizer::{
+    Optimizer, OptimizerState, OptimizerStateError, find_buffer, param_key, reject_unknown,
+};
 use super::schedule::Schedule;
 use crate::autograd::Grads;
 use crate::param::Param;
@@ -27,7 +29,14 @@ pub struct SgdConfig {
 impl SgdConfig {
     /// Plain SGD with learning rate `lr`.
     pub fn new(lr: f64) -> Self {
-        SgdConfig { lr, momentum: 0.0, dampening: 0.0, weight_decay: 0.0, nesterov: false, schedule: Schedule::Constant }
+        SgdConfig {
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+            schedule: Schedule::Constant,
+        }
     }
 
     /// With momentum.
@@ -70,12 +79,20 @@ impl Sgd {
     pub fn new(params: Vec<Param>, config: SgdConfig) -> Self {
         let c = &config;
         if !(c.lr >= 0.0) || !(c.momentum >= 0.0) || !(c.weight_decay >= 0.0) {
-            panic!("Sgd: lr {}, momentum {} and weight_decay {} must be >= 0", c.lr, c.momentum, c.weight_decay);
+            panic!(
+                "Sgd: lr {}, momentum {} and weight_decay {} must be >= 0",
+                c.lr, c.momentum, c.weight_decay
+            );
         }
         if c.nesterov && (c.momentum <= 0.0 || c.dampening != 0.0) {
             panic!("Sgd: Nesterov momentum requires a momentum and zero dampening");
         }
-        Sgd { buffers: vec![None; params.len()], params, config, steps: 0 }
+        Sgd {
+            buffers: vec![None; params.len()],
+            params,
+            config,
+            steps: 0,
+        }
     }
 
     /// The settings.
@@ -98,12 +115,18 @@ impl Optimizer for Sgd {
             nesterov: self.config.nesterov,
         };
         for (param, buffer) in self.params.iter().zip(&mut self.buffers) {
-            let Some(grad) = grads.get(param) else { continue };
+            let Some(grad) = grads.get(param) else {
+                continue;
+            };
             let first = buffer.is_none();
             if hp.momentum != 0.0 && first {
                 *buffer = Some(vec![0.0; param.numel()]);
             }
-            let buf = if hp.momentum != 0.0 { buffer.as_deref_mut() } else { None };
+            let buf = if hp.momentum != 0.0 {
+                buffer.as_deref_mut()
+            } else {
+                None
+            };
             param.update(|w| cpu::sgd_step(w, grad.data(), buf, first, &hp));
         }
         self.steps += 1;
@@ -124,15 +147,27 @@ impl Optimizer for Sgd {
             .zip(&self.buffers)
             .enumerate()
             .filter_map(|(i, (p, b))| {
-                b.as_ref().map(|b| (format!("{}.momentum_buffer", param_key(i, p)), Tensor::from_vec(b.clone(), p.shape())))
+                b.as_ref().map(|b| {
+                    (
+                        format!("{}.momentum_buffer", param_key(i, p)),
+                        Tensor::from_vec(b.clone(), p.shape()),
+                    )
+                })
             })
             .collect();
-        OptimizerState { kind: "sgd".into(), steps: self.steps, tensors }
+        OptimizerState {
+            kind: "sgd".into(),
+            steps: self.steps,
+            tensors,
+        }
     }
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimizerStateError> {
         if state.kind != "sgd" {
-            return Err(OptimizerStateError::Kind { saved: state.kind.clone(), this: "sgd" });
+            return Err(OptimizerStateError::Kind {
+                saved: state.kind.clone(),
+                this: "sgd",
+            });
         }
         let mut buffers = Vec::with_capacity(self.params.len());
         let mut known = Vec::new();
@@ -140,7 +175,11 @@ impl Optimizer for Sgd {
             let name = format!("{}.momentum_buffer", param_key(i, p));
             // A parameter that never had a gradient has no buffer yet.
             let present = state.tensors.iter().any(|(n, _)| *n == name);
-            buffers.push(if present { Some(find_buffer(state, &name, &p.shape())?.to_vec()) } else { None });
+            buffers.push(if present {
+                Some(find_buffer(state, &name, &p.shape())?.to_vec())
+            } else {
+                None
+            });
             known.push(name);
         }
         reject_unknown(state, &known)?;
