@@ -315,3 +315,208 @@ fn cat_promotes_inside_a_region() {
     let low = x.to_bf16().matmul(&x.to_bf16().t()).to_f32();
     assert_eq!(y.narrow(0, 0, 5).to_vec(), low.to_vec());
 }
+
+#[autocast(bf16)]
+#[allow(clippy::type_complexity, clippy::borrowed_box)] // the point is to test these receivers
+fn through_pointers(
+    x: &mut Tensor<f32>,
+    b: &Box<Tensor<f32>>,
+    r: &std::rc::Rc<Tensor<f32>>,
+    a: &std::sync::Arc<Tensor<f32>>,
+    w: &Tensor<f32>,
+) -> [DType; 4] {
+    [
+        x.matmul(w).dtype(),
+        b.matmul(w).dtype(),
+        r.matmul(w).dtype(),
+        a.matmul(w).dtype(),
+    ]
+}
+
+/// Receivers reached through `&mut`, `Box`, `Rc` and `Arc` run at the region's precision too.
+#[test]
+fn receivers_behind_pointers_follow_the_policy() {
+    let (x, w, _) = inputs();
+    let wt = w.value().t();
+    let dtypes = through_pointers(
+        &mut x.clone(),
+        &Box::new(x.clone()),
+        &std::rc::Rc::new(x.clone()),
+        &std::sync::Arc::new(x.clone()),
+        &wt,
+    );
+    assert_eq!(dtypes, [DType::BF16; 4]);
+}
+
+#[autocast(bf16)]
+fn labels(x: &Tensor<f32>, w: &Param) -> (Tensor<i64>, Tensor<bool>) {
+    let logits = x.linear(w, None);
+    (logits.argmax(-1), logits.gt(&logits.zeros_like()))
+}
+
+#[autocast(bf16)]
+#[allow(dead_code)]
+fn not_written_yet(_x: &Tensor<f32>) -> Tensor<f32> {
+    todo!()
+}
+
+/// Integer and bool tensors are returned as they are (not cast), and a stub body compiles.
+#[test]
+fn integer_and_bool_returns() {
+    let (x, w, _) = inputs();
+    let (idx, mask) = labels(&x, &w);
+    assert_eq!((idx.shape(), mask.shape()), (&[5][..], &[5, 3][..]));
+}
+
+#[autocast(bf16)]
+fn accumulate(x: &Tensor<f32>, ws: &[Param]) -> Tensor<f32> {
+    let mut acc: Tensor<f32> = Tensor::zeros([5, 3]);
+    for w in ws {
+        acc = &acc + &x.linear(w, None);
+    }
+    acc
+}
+
+/// An annotation on a constructor keeps its type (only annotations on rewritten ops are relaxed).
+#[test]
+fn annotated_constructor_keeps_its_type() {
+    let (x, w, _) = inputs();
+    let total = accumulate(&x, &[w.clone(), w.clone()]);
+    let one = x.to_bf16().linear(&w.get::<bf16>(), None).to_f32();
+    assert_eq!(total.to_vec(), (&one + &one).to_vec());
+}
+
+struct Block<P: Policy> {
+    w: Param,
+    policy: std::marker::PhantomData<P>,
+}
+
+#[autocast(P)]
+impl<P: Policy> Block<P> {
+    /// A residual connection and a mask fill mix `Tensor<P::Low>` with f32 in generic code.
+    fn forward(&self, x: &Tensor<f32>, mask: &Tensor<bool>) -> Tensor<f32> {
+        let h = x.linear(&self.w, None).gelu();
+        let residual = &h + x;
+        let back = x + &h;
+        let filled = h.where_(mask, &x.zeros_like());
+        let normed = h.layer_norm(&[7], None, None, 1e-5);
+        residual + back + filled + normed
+    }
+
+    const fn width() -> usize {
+        7
+    }
+}
+
+/// In `#[autocast(P)]` code the low type mixes with f32 both ways, and norms of low outputs are f32.
+#[test]
+fn generic_policy_mixes_low_and_f32() {
+    let mut rng = Rng::new(4);
+    let x = Tensor::<f32>::randn([3, 7], &mut rng);
+    let mask = x.gt(&Tensor::zeros([1]));
+    for dtype in [
+        Block::<amp::policy::Bf16> {
+            w: Param::new(Tensor::randn([7, 7], &mut rng)),
+            policy: Default::default(),
+        }
+        .forward(&x, &mask)
+        .dtype(),
+        Block::<amp::policy::F16> {
+            w: Param::new(Tensor::randn([7, 7], &mut rng)),
+            policy: Default::default(),
+        }
+        .forward(&x, &mask)
+        .dtype(),
+    ] {
+        assert_eq!(dtype, DType::F32);
+    }
+    assert_eq!(Block::<amp::policy::F32>::width(), 7);
+}
+
+/// A user module whose `forward` takes `&mut self` (dropout state, a cache).
+struct Counter {
+    calls: usize,
+}
+
+impl Counter {
+    fn forward(&mut self, x: &Tensor<f32>) -> Tensor<f32> {
+        self.calls += 1;
+        x.clone()
+    }
+}
+
+struct WithState {
+    counter: Counter,
+    w: Param,
+}
+
+#[autocast(bf16)]
+impl WithState {
+    fn step(&mut self, x: &Tensor<f32>) -> Tensor<f32> {
+        let y = self.counter.forward(x);
+        let mut local = Counter { calls: 0 };
+        let z = local.forward(&y);
+        z.linear(&self.w, None)
+    }
+}
+
+/// `forward` on a user type taking `&mut self` works inside a region (the place is borrowed mutably).
+#[test]
+fn mutable_forward_of_a_user_module() {
+    let (x, w, _) = inputs();
+    let mut m = WithState {
+        counter: Counter { calls: 0 },
+        w,
+    };
+    assert_eq!(m.step(&x).dtype(), DType::F32);
+    assert_eq!(m.counter.calls, 1);
+}
+
+#[autocast(P)]
+fn bucket<P: Policy>(v: f32) -> u8 {
+    match v {
+        0.0..=1e5 => 0,
+        _ => 1,
+    }
+}
+
+#[autocast(bf16)]
+mod with_trait {
+    use amp::prelude::*;
+
+    pub trait Score {
+        fn weight(&self) -> &Tensor<f32>;
+        fn score(&self, x: &Tensor<f32>) -> Tensor<bf16> {
+            x.matmul(self.weight())
+        }
+    }
+}
+
+struct Scorer(Tensor<f32>);
+
+impl with_trait::Score for Scorer {
+    fn weight(&self) -> &Tensor<f32> {
+        &self.0
+    }
+}
+
+#[autocast(bf16)]
+#[allow(dead_code)]
+async fn later(x: &Tensor<f32>) -> Tensor<f32> {
+    x.matmul(&x.t())
+}
+
+/// Float patterns are left alone; trait default methods in a region mod are rewritten; async fns compile.
+#[test]
+fn patterns_traits_and_async() {
+    assert_eq!(
+        (
+            bucket::<amp::policy::F16>(3.0),
+            bucket::<amp::policy::F16>(2e5)
+        ),
+        (0, 1)
+    );
+    use with_trait::Score;
+    let (x, w, _) = inputs();
+    assert_eq!(Scorer(w.value().t()).score(&x).dtype(), DType::BF16);
+}

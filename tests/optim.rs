@@ -88,7 +88,7 @@ fn sgd_matches_the_reference() {
         let mut opt = Sgd::new(vec![w.clone()], config);
         run(&mut opt, &w, &grads);
         let mut p: Vec<f64> = init.iter().map(|&v| v as f64).collect();
-        let mut buf = vec![0.0; 5];
+        let mut buf = [0.0; 5];
         for (t, g) in grads.iter().enumerate() {
             for i in 0..5 {
                 let gi = g[i] as f64 + 0.01 * p[i];

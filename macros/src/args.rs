@@ -186,10 +186,19 @@ pub fn parse(tokens: TokenStream, errors: &mut Errors) -> Option<Args> {
                     continue;
                 }
                 let known = match &ty {
-                    Type::Path(p) if p.qself.is_none() => p
-                        .path
-                        .get_ident()
-                        .and_then(|i| Known::from_ident(&i.to_string())),
+                    Type::Path(p) if p.qself.is_none() => p.path.segments.last().and_then(|s| {
+                        let name = s.ident.to_string();
+                        // `bf16`, or the policy type itself (`Bf16`, `amp::policy::F16`).
+                        let by_type = match name.as_str() {
+                            "Bf16" => Some(Known::Bf16),
+                            "F16" => Some(Known::F16),
+                            "F32" => Some(Known::F32),
+                            _ => None,
+                        };
+                        let bare = p.path.segments.len() == 1 && s.arguments.is_none();
+                        let by_name = if bare { Known::from_ident(&name) } else { None };
+                        by_name.or(if s.arguments.is_none() { by_type } else { None })
+                    }),
                     _ => None,
                 };
                 policy = Some(match known {

@@ -9,7 +9,7 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
-use syn::{Attribute, Block, Generics, ImplItem, Item, Signature, Stmt};
+use syn::{Attribute, Block, Generics, ImplItem, Item, Signature, Stmt, TraitItem};
 
 /// What a region runs under.
 struct Region<'a> {
@@ -122,9 +122,25 @@ fn finish_with_errors(item: TokenStream, errors: &Errors) -> TokenStream {
 /// Expands one item of a region: fns directly, every method of an impl, every fn of an inline mod.
 fn expand_item(item: &mut Item, region: &Region, outer: &Generics, errors: &mut Errors, top: bool) {
     match item {
+        // A const fn inside an impl or mod runs no tensor ops: it is left as written (on its own it is an
+        // error, reported by `expand_fn`).
+        Item::Fn(f) if !top && f.sig.constness.is_some() => {}
         Item::Fn(f) => {
             let region = own_region(&mut f.attrs, region, errors, top);
             expand_fn(&f.sig, &mut f.block, &region, outer, None, errors);
+        }
+        Item::Trait(t) if !top => {
+            let owner = t.ident.to_string();
+            let generics = merge(outer, &t.generics);
+            for trait_item in t.items.iter_mut() {
+                if let TraitItem::Fn(f) = trait_item
+                    && f.sig.constness.is_none()
+                    && let Some(block) = &mut f.default
+                {
+                    let region = own_region(&mut f.attrs, region, errors, false);
+                    expand_fn(&f.sig, block, &region, &generics, Some(&owner), errors);
+                }
+            }
         }
         Item::Impl(imp) => {
             if !top && has_marker(&imp.attrs) {
@@ -133,7 +149,9 @@ fn expand_item(item: &mut Item, region: &Region, outer: &Generics, errors: &mut 
             let owner = imp.self_ty.to_token_stream().to_string().replace(' ', "");
             let generics = merge(outer, &imp.generics);
             for impl_item in imp.items.iter_mut() {
-                if let ImplItem::Fn(f) = impl_item {
+                if let ImplItem::Fn(f) = impl_item
+                    && f.sig.constness.is_none()
+                {
                     let region = own_region(&mut f.attrs, region, errors, false);
                     expand_fn(
                         &f.sig,
@@ -293,6 +311,7 @@ fn expand_fn(
         region.label(),
         errors,
     );
+    rewriter.note_signature(sig);
     rewriter.visit_block_mut(block);
     let ops = std::mem::take(&mut rewriter.ops);
 
@@ -318,6 +337,13 @@ fn expand_fn(
         let line = quote_spanned!(op.span=> ::core::line!());
         quote!(::amp::__private::autocast::OpSite { op: #name, class: #class, line: #line })
     });
+    // An async body may resume on another thread, so it registers without marking the thread as inside
+    // a region (which the tracing uses).
+    let entry = if sig.asyncness.is_some() {
+        quote!(::amp::__private::autocast::register::<#policy>(&__AMP_SITE);)
+    } else {
+        quote!(let __amp_region = ::amp::__private::autocast::enter::<#policy>(&__AMP_SITE);)
+    };
     let stmts = &block.stmts;
     let new_block: Block = syn::parse_quote_spanned!(block.span()=> {
         #[allow(unused_imports)]
@@ -329,7 +355,7 @@ fn expand_fn(
             #written,
             &[#(#sites),*],
         );
-        let __amp_region = ::amp::__private::autocast::enter::<#policy>(&__AMP_SITE);
+        #entry
         #(#stmts)*
     });
     *block = new_block;

@@ -31,10 +31,9 @@ fn expand_source(source: &str) -> String {
     } else {
         expand::keep_fp32(args, item.into_token_stream())
     };
-    match syn::parse2::<syn::File>(output.clone()) {
-        Ok(file) => prettyplease::unparse(&file),
-        Err(_) => format!("{output}\n"),
-    }
+    let file = syn::parse2::<syn::File>(output.clone())
+        .unwrap_or_else(|e| panic!("the expansion is not valid Rust ({e}):\n{output}"));
+    prettyplease::unparse(&file)
 }
 
 #[test]
@@ -89,6 +88,9 @@ fn never_panics_on_odd_input() {
         "fn f() { let f = #[autocast] || 1; }",
         "fn f() -> (Tensor<f32>, ) { (x.exp(),) }",
         "fn f() -> Result<Tensor<f32>> { Ok(x.exp()) }",
+        "fn f(v: f32) -> f32 { match v { 0.0..=1e5 => 1.0, 1e6 => 2.0, _ => 3.0 } }",
+        "async fn f(x: &Tensor<f32>) -> Tensor<f32> { x.exp() }",
+        "fn f(&mut self) -> Tensor<i64> { self.m.forward(x).argmax(-1) }",
         "fn f() { Tensor::cat(&[], 0); Tensor::cat(x); Tensor::stack(&[a], 0, 1); }",
         "fn f() { x.linear(None); x.layer_norm(); 1e400; -1e-400; 65504.0; 65505.0 }",
         "impl X { #[autocast] fn f() {} #[keep_fp32] const C: u8 = 0; }",
@@ -110,16 +112,21 @@ fn never_panics_on_odd_input() {
     ];
     for item in items {
         for arg in args {
-            let (a, i) = (
-                arg.parse().unwrap_or_default(),
-                item.parse().unwrap_or_default(),
-            );
-            let _ = expand::autocast(a, i);
-            let (a, i) = (
-                arg.parse().unwrap_or_default(),
-                item.parse().unwrap_or_default(),
-            );
-            let _ = expand::keep_fp32(a, i);
+            for expand in [expand::autocast, expand::keep_fp32] {
+                let (a, i) = (
+                    arg.parse().unwrap_or_default(),
+                    item.parse().unwrap_or_default(),
+                );
+                let out = expand(a, i);
+                // When the input item is valid Rust, so is the output (expansion or errors plus the item).
+                if syn::parse_str::<syn::Item>(item).is_ok() {
+                    let parsed = syn::parse2::<syn::File>(out.clone());
+                    assert!(
+                        parsed.is_ok(),
+                        "invalid output for `{arg}` on `{item}`:\n{out}"
+                    );
+                }
+            }
         }
     }
 }

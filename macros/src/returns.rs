@@ -9,7 +9,9 @@ use syn::{Expr, GenericArgument, PathArguments, ReturnType, Type, parse_quote};
 /// is first bound with `ty`'s shape and every tensor's element type left to inference, so that an
 /// expression like `Err(e)` still knows its full type.
 pub fn convert(ty: &Type, value: &Expr) -> Option<Expr> {
-    if holds_no_value(value) {
+    // A macro tail (`todo!()`, `unreachable!()`) or a value with nothing to convert keeps its type from
+    // the signature.
+    if holds_no_value(value) || matches!(value, Expr::Macro(_)) {
         return None;
     }
     let converted = convert_bound(ty, &parse_quote!(__amp_value))?;
@@ -39,6 +41,15 @@ fn holds_no_value(value: &Expr) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether a type is a primitive integer or `bool`.
+fn is_integer_or_bool(ty: &Type) -> bool {
+    const NAMES: [&str; 13] = [
+        "i8", "i16", "i32", "i64", "i128", "isize", "u8", "u16", "u32", "u64", "u128", "usize",
+        "bool",
+    ];
+    matches!(ty, Type::Path(p) if p.path.get_ident().is_some_and(|i| NAMES.iter().any(|n| i == n)))
 }
 
 /// `Tensor<T>` becomes `Tensor<_>`.
@@ -91,7 +102,8 @@ fn convert_bound(ty: &Type, value: &Expr) -> Option<Expr> {
                 _ => None,
             })?;
             match last.ident.to_string().as_str() {
-                "Tensor" if args.args.len() == 1 => {
+                // Integer and bool tensors (labels, masks) are never cast.
+                "Tensor" if args.args.len() == 1 && !is_integer_or_bool(first) => {
                     Some(parse_quote!(::amp::__private::autocast::ret::<#first, _>(#value)))
                 }
                 "Option" | "Result" => {

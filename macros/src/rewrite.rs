@@ -61,6 +61,9 @@ pub struct Rewriter<'a> {
     label: String,
     errors: &'a mut Errors,
     pub ops: Vec<OpRecord>,
+    /// Bindings known to be mutable (`&mut self`, `mut x`, `x: &mut T`): a layer's `forward` on a place
+    /// rooted at one is called through `&mut`, so a user module's `forward(&mut self)` still works.
+    mutable: Vec<String>,
 }
 
 /// Arguments of table ops that take an optional tensor, where a bare `None` needs a type.
@@ -83,6 +86,7 @@ impl<'a> Rewriter<'a> {
         errors: &'a mut Errors,
     ) -> Self {
         Rewriter {
+            mutable: Vec::new(),
             policy,
             known,
             keep,
@@ -90,6 +94,54 @@ impl<'a> Rewriter<'a> {
             label,
             errors,
             ops: Vec::new(),
+        }
+    }
+
+    /// Notes the mutable bindings of a fn's signature.
+    pub fn note_signature(&mut self, sig: &syn::Signature) {
+        for input in &sig.inputs {
+            match input {
+                // `&mut self` and `mut self` both set `mutability`.
+                syn::FnArg::Receiver(r) if r.mutability.is_some() => {
+                    self.mutable.push("self".into())
+                }
+                syn::FnArg::Receiver(_) => {}
+                syn::FnArg::Typed(t) => {
+                    let by_mut_ref = matches!(&*t.ty, Type::Reference(r) if r.mutability.is_some());
+                    if let Pat::Ident(id) = &*t.pat
+                        && (id.mutability.is_some() || by_mut_ref)
+                    {
+                        self.mutable.push(id.ident.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn note_mutable_binding(&mut self, pat: &Pat) {
+        let pat = match pat {
+            Pat::Type(t) => &*t.pat,
+            other => other,
+        };
+        if let Pat::Ident(id) = pat
+            && id.mutability.is_some()
+        {
+            self.mutable.push(id.ident.to_string());
+        }
+    }
+
+    /// Whether a place expression is rooted at a binding known to be mutable.
+    fn mutable_place(&self, e: &Expr) -> bool {
+        match e {
+            Expr::Path(p) => p
+                .path
+                .get_ident()
+                .is_some_and(|i| self.mutable.iter().any(|m| i == m)),
+            Expr::Field(f) => self.mutable_place(&f.base),
+            Expr::Index(i) => self.mutable_place(&i.expr),
+            Expr::Paren(p) => self.mutable_place(&p.expr),
+            Expr::Group(g) => self.mutable_place(&g.expr),
+            _ => false,
         }
     }
 
@@ -229,7 +281,10 @@ impl<'a> Rewriter<'a> {
         let method = Ident::new(dispatch, span);
         let receiver = strip_parens(&call.receiver);
         let rspan = receiver.span();
-        let arg = if is_place(receiver) {
+        let arg = if dispatch == "__amp_layer" && is_place(receiver) && self.mutable_place(receiver)
+        {
+            quote_spanned!(rspan=> &mut #receiver)
+        } else if is_place(receiver) {
             quote_spanned!(rspan=> &#receiver)
         } else {
             receiver.to_token_stream()
@@ -336,6 +391,11 @@ impl<'a> Rewriter<'a> {
         if ty != "Tensor" || !(op == "cat" || op == "stack") || call.args.len() != 2 {
             return None;
         }
+        // `Tensor::<bf16>::cat(..)` names its type: leave it as written.
+        let tensor_segment = &path.path.segments[path.path.segments.len() - 2];
+        if !tensor_segment.arguments.is_none() {
+            return None;
+        }
         let list = match &call.args[0] {
             Expr::Reference(r) => &*r.expr,
             other => other,
@@ -418,13 +478,22 @@ impl VisitMut for Rewriter<'_> {
 
     fn visit_local_mut(&mut self, local: &mut Local) {
         let keep = self.take_markers(&mut local.attrs);
-        self.relax_pattern(&mut local.pat);
+        self.note_mutable_binding(&local.pat);
+        let before = self.ops.len();
         if keep && !self.keep {
             self.in_keep(|r| visit_mut::visit_local_mut(r, local));
         } else {
             visit_mut::visit_local_mut(self, local);
         }
+        // `let h: Tensor<f32> = x.matmul(w)` holds the policy's type; `let acc: Tensor<f32> =
+        // Tensor::zeros(..)` (no rewritten op) keeps its annotation.
+        if self.ops.len() > before {
+            self.relax_pattern(&mut local.pat);
+        }
     }
+
+    /// Patterns hold no ops, and their literals are not values to check (`0.0..=1e5 => ..`).
+    fn visit_pat_mut(&mut self, _pat: &mut syn::Pat) {}
 
     fn visit_expr_closure_mut(&mut self, closure: &mut ExprClosure) {
         for input in closure.inputs.iter_mut() {

@@ -21,8 +21,8 @@ pub use probe::{
 };
 pub(crate) use report::trace_low_op;
 pub use report::{
-    OpClass, OpSite, RegionGuard, RegionReport, RegionSite, Report, TracedOp, enter, report,
-    set_tracing, tracing_enabled,
+    OpClass, OpSite, RegionGuard, RegionReport, RegionSite, Report, TracedOp, enter, register,
+    report, set_tracing, tracing_enabled,
 };
 pub use wrappers::{Full, Keep, Low};
 

@@ -128,15 +128,14 @@ pub struct RegionGuard {
 impl Drop for RegionGuard {
     fn drop(&mut self) {
         if self.counted {
-            REGION_DEPTH.with(|d| d.set(d.get() - 1));
+            REGION_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
         }
     }
 }
 
-/// Called at the top of every rewritten function: registers the site for policy `P` the first time, and
-/// marks the thread as inside a region for tracing.
+/// Records `site` for policy `P` the first time it runs.
 #[inline]
-pub fn enter<P: Policy>(site: &'static RegionSite) -> RegionGuard {
+pub fn register<P: Policy>(site: &'static RegionSite) {
     if !site.registered[P::INDEX].load(Ordering::Relaxed)
         && !site.registered[P::INDEX].swap(true, Ordering::Relaxed)
     {
@@ -145,6 +144,13 @@ pub fn enter<P: Policy>(site: &'static RegionSite) -> RegionGuard {
             .unwrap_or_else(|e| e.into_inner())
             .push((site, P::NAME));
     }
+}
+
+/// Called at the top of every rewritten (non-async) function: registers the site for policy `P` the
+/// first time, and marks the thread as inside a region for tracing while the guard lives.
+#[inline]
+pub fn enter<P: Policy>(site: &'static RegionSite) -> RegionGuard {
+    register::<P>(site);
     let counted = tracing_enabled();
     if counted {
         REGION_DEPTH.with(|d| d.set(d.get() + 1));

@@ -92,7 +92,10 @@ impl Adam {
     pub fn new(params: Vec<Param>, config: AdamConfig) -> Self {
         let c = &config;
         let (b1, b2) = c.betas;
-        if !(c.lr >= 0.0) || !(c.eps >= 0.0) || !(c.weight_decay >= 0.0) {
+        if !super::at_least(c.lr, 0.0)
+            || !super::at_least(c.eps, 0.0)
+            || !super::at_least(c.weight_decay, 0.0)
+        {
             panic!(
                 "Adam: lr {}, eps {} and weight_decay {} must be >= 0",
                 c.lr, c.eps, c.weight_decay

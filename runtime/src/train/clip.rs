@@ -20,7 +20,7 @@ pub fn grad_norm(grads: &Grads) -> f64 {
 /// Non-finite gradients are left as they are (the loss scaler skips that step).
 #[track_caller]
 pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> f64 {
-    if !(max_norm >= 0.0) {
+    if !super::at_least(max_norm, 0.0) {
         panic!("clip_grad_norm: max_norm must be >= 0, got {max_norm}");
     }
     let norm = grad_norm(grads);
@@ -36,7 +36,7 @@ pub fn clip_grad_norm(grads: &mut Grads, max_norm: f64) -> f64 {
 /// Clamps every gradient element into `[-clip, clip]` (PyTorch's `clip_grad_value_`).
 #[track_caller]
 pub fn clip_grad_value(grads: &mut Grads, clip: f64) {
-    if !(clip >= 0.0) {
+    if !super::at_least(clip, 0.0) {
         panic!("clip_grad_value: clip must be >= 0, got {clip}");
     }
     for (_, g) in grads.iter_mut() {

@@ -23,3 +23,13 @@ pub use scaler::{
 pub use schedule::Schedule;
 pub use sgd::{Sgd, SgdConfig};
 pub use trainer::{Clip, StepReport, Trainer};
+
+/// `value >= bound`, false for NaN (settings checks read better without negated comparisons).
+fn at_least<T: PartialOrd>(value: T, bound: T) -> bool {
+    value >= bound
+}
+
+/// `value > bound`, false for NaN.
+fn above<T: PartialOrd>(value: T, bound: T) -> bool {
+    value > bound
+}

@@ -81,16 +81,16 @@ pub enum ScalerError {
 
 impl ScalerConfig {
     fn validate(&self) -> Result<(), ScalerError> {
-        if !(self.growth_factor > 1.0) {
+        if !super::above(self.growth_factor, 1.0) {
             return Err(ScalerError::GrowthFactor(self.growth_factor));
         }
-        if !(self.backoff_factor < 1.0 && self.backoff_factor > 0.0) {
+        if !(super::above(1.0, self.backoff_factor) && super::above(self.backoff_factor, 0.0)) {
             return Err(ScalerError::BackoffFactor(self.backoff_factor));
         }
         if self.growth_interval == 0 {
             return Err(ScalerError::GrowthInterval);
         }
-        if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
+        if !(self.init_scale.is_finite() && super::above(self.init_scale, 0.0)) {
             return Err(ScalerError::Scale(self.init_scale));
         }
         if self.hysteresis == 0 {

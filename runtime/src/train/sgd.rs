@@ -78,7 +78,10 @@ impl Sgd {
     #[track_caller]
     pub fn new(params: Vec<Param>, config: SgdConfig) -> Self {
         let c = &config;
-        if !(c.lr >= 0.0) || !(c.momentum >= 0.0) || !(c.weight_decay >= 0.0) {
+        if !super::at_least(c.lr, 0.0)
+            || !super::at_least(c.momentum, 0.0)
+            || !super::at_least(c.weight_decay, 0.0)
+        {
             panic!(
                 "Sgd: lr {}, momentum {} and weight_decay {} must be >= 0",
                 c.lr, c.momentum, c.weight_decay
