@@ -12,6 +12,7 @@ mod cast;
 mod conv;
 mod gemm;
 mod index;
+pub mod isa;
 mod layout;
 mod norm;
 mod optim;

@@ -1,0 +1,189 @@
+//! Which instruction set the kernels use, chosen once per process from CPUID.
+//!
+//! Levels, best first: AMX-BF16 (Intel matrix tiles), AVX512-BF16 (`vdpbf16ps`), AVX-512F, AVX2+FMA,
+//! scalar. Every kernel has a scalar path, so machines without the newer instructions get the same results
+//! (within the documented rounding of each path).
+//!
+//! The environment variable `AMP_ISA` caps the level (`scalar`, `avx2`, `avx512`, `avx512bf16`, `amx`),
+//! so every path can be exercised on one machine: `AMP_ISA=avx2 cargo test -p amp-kernels`. Tests can also
+//! cap it in-process with [`set_isa_limit`].
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// An instruction-set level. Ordered: a level implies every lower one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Portable Rust, no SIMD intrinsics.
+    Scalar,
+    /// AVX2 and FMA (256-bit).
+    Avx2,
+    /// AVX-512 Foundation (and BW/VL, which every AVX-512 CPU with F16C conversions here has).
+    Avx512,
+    /// AVX-512 with the BF16 dot product `vdpbf16ps`.
+    Avx512Bf16,
+    /// AMX-BF16 tiles (with everything above).
+    Amx,
+}
+
+impl Isa {
+    /// Every level, lowest first.
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ];
+
+    /// The name `AMP_ISA` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512bf16",
+            Isa::Amx => "amx",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == name.trim().to_ascii_lowercase())
+    }
+}
+
+/// The best level this CPU (and OS) supports, detected once.
+pub fn detected() -> Isa {
+    static DETECTED: OnceLock<Isa> = OnceLock::new();
+    *DETECTED.get_or_init(detect)
+}
+
+/// 0 = not yet read from `AMP_ISA`; otherwise the cap + 1.
+static LIMIT: AtomicU8 = AtomicU8::new(0);
+
+fn limit() -> Isa {
+    match LIMIT.load(Ordering::Relaxed) {
+        0 => {
+            let cap = std::env::var("AMP_ISA")
+                .ok()
+                .and_then(|v| Isa::from_name(&v))
+                .unwrap_or(Isa::Amx);
+            LIMIT.store(cap as u8 + 1, Ordering::Relaxed);
+            cap
+        }
+        n => Isa::ALL[(n - 1) as usize],
+    }
+}
+
+/// The level kernels use now: the detected level, capped by `AMP_ISA` or [`set_isa_limit`].
+#[inline]
+pub fn isa() -> Isa {
+    detected().min(limit())
+}
+
+/// Caps the level for the whole process (tests run every path this way). Returns the previous cap.
+pub fn set_isa_limit(cap: Isa) -> Isa {
+    let previous = limit();
+    LIMIT.store(cap as u8 + 1, Ordering::Relaxed);
+    previous
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Isa {
+    if !(is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c"))
+    {
+        return Isa::Scalar;
+    }
+    let avx512 = is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl");
+    if !avx512 {
+        return Isa::Avx2;
+    }
+    if !is_x86_feature_detected!("avx512bf16") {
+        return Isa::Avx512;
+    }
+    if amx::available() {
+        Isa::Amx
+    } else {
+        Isa::Avx512Bf16
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect() -> Isa {
+    Isa::Scalar
+}
+
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    //! AMX detection: CPUID says the CPU has the tiles, XCR0 says the OS saves their state, and Linux grants
+    //! this process permission to use them (the `arch_prctl` call, once per process).
+
+    use std::arch::x86_64::{__cpuid_count, _xgetbv};
+
+    /// Linux `ARCH_REQ_XCOMP_PERM`.
+    const ARCH_REQ_XCOMP_PERM: u64 = 0x1023;
+    /// The XSAVE feature number of the tile data.
+    const XFEATURE_XTILEDATA: u64 = 18;
+    /// x86_64 Linux system call number of `arch_prctl`.
+    const SYS_ARCH_PRCTL: u64 = 158;
+
+    pub fn available() -> bool {
+        let leaf7 = __cpuid_count(7, 0);
+        let (amx_bf16, amx_tile) = (leaf7.edx >> 22 & 1 == 1, leaf7.edx >> 24 & 1 == 1);
+        // OSXSAVE (CPUID.1:ECX bit 27) must be set before XGETBV may run.
+        let osxsave = __cpuid_count(1, 0).ecx >> 27 & 1 == 1;
+        if !(amx_bf16 && amx_tile && osxsave) {
+            return false;
+        }
+        // SAFETY: OSXSAVE is set, so XGETBV(0) is defined.
+        let xcr0 = unsafe { _xgetbv(0) };
+        let tile_state = xcr0 >> 17 & 0b11 == 0b11; // XTILECFG and XTILEDATA
+        tile_state && request_permission()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn request_permission() -> bool {
+        let result: i64;
+        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) only changes this process's permitted
+        // XSAVE features; the syscall clobbers rcx and r11 as declared.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL as i64 => result,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        result == 0
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn request_permission() -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_lowers_the_level_and_names_round_trip() {
+        for isa in Isa::ALL {
+            assert_eq!(Isa::from_name(isa.name()), Some(isa));
+        }
+        let previous = set_isa_limit(Isa::Scalar);
+        assert_eq!(super::isa(), Isa::Scalar);
+        set_isa_limit(previous);
+        assert!(super::isa() <= detected());
+    }
+}
