@@ -23,7 +23,7 @@ mod unary;
 pub use binary::{Binary, Broadcast, Compare, binary, broadcast_copy, compare, select};
 pub use cast::{cast, round_through};
 pub use conv::{Conv2dGeometry, col2im, im2col};
-pub use gemm::{GemmSpec, gemm};
+pub use gemm::{GemmSpec, gemm, gemm_mixed};
 pub use index::{IndexError, gather, index_add, index_select, scatter_add};
 pub use layout::{copy_rows, permute};
 pub use norm::{layer_norm, layer_norm_backward, rms_norm, rms_norm_backward};
@@ -59,6 +59,18 @@ impl Dim3 {
     pub fn numel(&self) -> usize {
         self.outer * self.size * self.inner
     }
+}
+
+/// `s` viewed as a slice of `B`, which must be the same type as `A` (checked): lets generic code hand a
+/// `&[T]` it knows to be `&[f32]` to a kernel that takes `&[f32]`, without copying.
+pub(crate) fn same_type_slice<A: 'static, B: 'static>(s: &[A]) -> &[B] {
+    assert_eq!(
+        std::any::TypeId::of::<A>(),
+        std::any::TypeId::of::<B>(),
+        "same_type_slice: different types"
+    );
+    // SAFETY: A and B are the same type, so the pointer, length and alignment are valid for B.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<B>(), s.len()) }
 }
 
 /// Below this many elements, elementwise work stays on the calling thread.

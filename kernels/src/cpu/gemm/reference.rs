@@ -1,57 +1,9 @@
-//! Matrix multiplication with accumulation in the `Acc` type: cache-blocked, packed, parallel over output
-//! tiles. Transposed operands are read through flags, never copied first.
+//! The portable reference GEMM: generic over the element type (f64 included), accumulating in its `Acc`
+//! type, cache-blocked and parallel over row blocks. The SIMD paths are checked against it.
 
+use super::GemmSpec;
 use crate::{Accum, Elem, Float};
 use rayon::prelude::*;
-
-/// Shape and layout of a (batched) product `C[b] = A[b] · B[b]` (or `C[b] += ...` with `accumulate`).
-///
-/// `A` is logically `m × k`, stored `m × k` row-major, or `k × m` when `a_trans` (so `A` is the stored
-/// matrix transposed). `B` is logically `k × n`, stored `k × n`, or `n × k` when `b_trans`. `C` is `m × n`
-/// per batch, batches consecutive. A batch stride of 0 broadcasts that operand over the batch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GemmSpec {
-    /// Number of independent products.
-    pub batch: usize,
-    /// Rows of `A` and `C`.
-    pub m: usize,
-    /// Columns of `B` and `C`.
-    pub n: usize,
-    /// The contracted dimension.
-    pub k: usize,
-    /// `A` is stored transposed (`k × m`).
-    pub a_trans: bool,
-    /// `B` is stored transposed (`n × k`).
-    pub b_trans: bool,
-    /// Elements between consecutive `A` matrices (0: the same `A` for every batch).
-    pub a_batch_stride: usize,
-    /// Elements between consecutive `B` matrices (0: the same `B` for every batch).
-    pub b_batch_stride: usize,
-    /// Add the product to `C` instead of overwriting it.
-    pub accumulate: bool,
-}
-
-impl GemmSpec {
-    /// A single, untransposed `m × k · k × n` product.
-    pub fn new(m: usize, n: usize, k: usize) -> Self {
-        GemmSpec {
-            batch: 1,
-            m,
-            n,
-            k,
-            a_trans: false,
-            b_trans: false,
-            a_batch_stride: m * k,
-            b_batch_stride: k * n,
-            accumulate: false,
-        }
-    }
-
-    /// Floating-point operations the product performs (`2·batch·m·n·k`).
-    pub fn flops(&self) -> f64 {
-        2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
-    }
-}
 
 /// Rows of the register tile.
 const MR: usize = 4;
@@ -64,40 +16,10 @@ const NC: usize = 256;
 /// Depth of one packed block.
 const KC: usize = 256;
 
-/// `a · b`, panicking (naming the op) instead of wrapping on overflow.
-fn product(what: &str, factors: &[usize]) -> usize {
-    factors
-        .iter()
-        .try_fold(1usize, |acc, &f| acc.checked_mul(f))
-        .unwrap_or_else(|| panic!("gemm: {what} size {factors:?} overflows usize"))
-}
-
-/// Computes the product described by `spec`, reading `T`, accumulating in `T::Acc`, writing `O`.
-pub fn gemm<T: Float, O: Float>(spec: &GemmSpec, a: &[T], b: &[T], c: &mut [O]) {
-    let GemmSpec { batch, m, n, k, .. } = *spec;
-    let c_len = product("C", &[batch, m, n]);
-    assert_eq!(
-        c.len(),
-        c_len,
-        "gemm: C has {} elements, expected {batch}×{m}×{n}",
-        c.len()
-    );
-    if batch > 0 {
-        let a_need =
-            product("A", &[batch - 1, spec.a_batch_stride]).checked_add(product("A", &[m, k]));
-        let b_need =
-            product("B", &[batch - 1, spec.b_batch_stride]).checked_add(product("B", &[k, n]));
-        let (Some(a_need), Some(b_need)) = (a_need, b_need) else {
-            panic!("gemm: operand size overflows usize")
-        };
-        assert!(
-            a.len() >= a_need && b.len() >= b_need,
-            "gemm: operands shorter than the spec requires"
-        );
-    }
-    if c.is_empty() {
-        return;
-    }
+/// Computes the product described by `spec` (already validated), reading `T`, accumulating in `T::Acc`,
+/// writing `O`.
+pub(super) fn gemm<T: Float, O: Float>(spec: &GemmSpec, a: &[T], b: &[T], c: &mut [O]) {
+    let GemmSpec { m, n, .. } = *spec;
     // Each task owns a block of whole rows of C (so tasks borrow disjoint slices) and walks every column
     // tile. Blocks are small enough to give both cores work even when m is modest.
     let rows = MC.min((m.div_ceil(4)).div_ceil(MR) * MR).max(MR);
