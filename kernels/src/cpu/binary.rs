@@ -115,6 +115,23 @@ impl Broadcast {
     fn all_contiguous(&self) -> bool {
         self.contiguous.iter().all(|&c| c)
     }
+
+    /// When input `i` reads element `j % p` for output element `j` (its strides are the row-major
+    /// strides of some trailing output dimensions and 0 before them), that period `p`: the number of
+    /// elements of those trailing dimensions (1 for a single value, the output's length when the input
+    /// is contiguous).
+    fn period(&self, i: usize) -> Option<usize> {
+        let strides = &self.strides[i];
+        let mut period = 1;
+        let mut d = self.out_shape.len();
+        // The trailing run of row-major strides (dimensions of size 1 are transparent).
+        while d > 0 && (strides[d - 1] == period || self.out_shape[d - 1] == 1) {
+            period *= self.out_shape[d - 1];
+            d -= 1;
+        }
+        let broadcast_before = (0..d).all(|k| strides[k] == 0 || self.out_shape[k] == 1);
+        broadcast_before.then_some(period)
+    }
 }
 
 /// An elementwise arithmetic function of two values.
@@ -157,12 +174,21 @@ pub fn binary<E: Float>(op: Binary, a: &[E], b: &[E], out: &mut [E], layout: &Br
         "binary {op:?}: output length does not match the layout"
     );
     if layout.all_contiguous() {
+        if super::simd::binary(op, a, b, out) {
+            return;
+        }
         par_chunks_mut(out, |start, out| {
             let end = start + out.len();
             for ((o, &x), &y) in out.iter_mut().zip(&a[start..end]).zip(&b[start..end]) {
                 *o = E::from_acc(op.apply(x.to_acc(), y.to_acc()));
             }
         });
+        return;
+    }
+    // One operand repeated along the output (a bias row, a single value) and the other contiguous.
+    if let (Some(pa), Some(pb)) = (layout.period(0), layout.period(1))
+        && super::simd::binary_periodic(op, a, b, out, pa, pb)
+    {
         return;
     }
     layout.for_each(|i, [ia, ib]| out[i] = E::from_acc(op.apply(a[ia].to_acc(), b[ib].to_acc())));

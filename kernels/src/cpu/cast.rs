@@ -8,6 +8,9 @@ use crate::Elem;
 /// correctly rounded (`half`'s own f64 conversion rounds twice). Float to integer truncates toward zero.
 pub fn cast<I: Elem, O: Elem>(x: &[I], out: &mut [O]) {
     assert_eq!(x.len(), out.len(), "cast: input and output lengths differ");
+    if super::simd::cast(x, out) {
+        return;
+    }
     par_chunks_mut(out, |start, out| {
         let x = &x[start..start + out.len()];
         for (o, &v) in out.iter_mut().zip(x) {
@@ -19,6 +22,9 @@ pub fn cast<I: Elem, O: Elem>(x: &[I], out: &mut [O]) {
 /// Rounds each f32 in place to the nearest value of type `E` (nearest even), keeping it stored as f32:
 /// how parameters stored in bf16 or f16 keep exactly the values their storage type can hold.
 pub fn round_through<E: Elem>(data: &mut [f32]) {
+    if super::simd::round_through::<E>(data) {
+        return;
+    }
     par_chunks_mut(data, |_, chunk| {
         for v in chunk.iter_mut() {
             *v = E::from_f32(*v).to_f32();

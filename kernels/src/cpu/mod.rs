@@ -17,6 +17,7 @@ mod layout;
 mod norm;
 mod optim;
 mod reduce;
+mod simd;
 mod softmax;
 mod unary;
 

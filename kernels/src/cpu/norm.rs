@@ -41,6 +41,9 @@ pub fn layer_norm<I: Float, O: Elem>(
         x.len() == rows * cols && out.len() == rows * cols && rstd.len() == rows,
         "layer_norm: lengths do not match {rows} rows × {cols} columns"
     );
+    if super::simd::layer_norm(x, out, mean, rstd, cols, eps) {
+        return;
+    }
     let mut stats: Vec<(I::Acc, I::Acc)> = vec![(I::Acc::ZERO, I::Acc::ZERO); rows];
     rows_par(out, &mut stats, cols, |r, out, stat| {
         let row = &x[r * cols..(r + 1) * cols];
@@ -82,6 +85,12 @@ pub fn layer_norm_backward<E: Float>(
         x.len() == rows * cols && dy.len() == rows * cols,
         "layer_norm_backward: lengths differ"
     );
+    if rstd.len() == rows
+        && dx.len() == rows * cols
+        && super::simd::layer_norm_backward(x, mean, rstd, dy, dx, cols)
+    {
+        return;
+    }
     let mut unused = vec![(); rows];
     rows_par(dx, &mut unused, cols, |r, dx, _| {
         let (x, dy) = (&x[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
@@ -114,6 +123,9 @@ pub fn rms_norm<I: Float, O: Elem>(
         x.len() == rows * cols && out.len() == rows * cols,
         "rms_norm: lengths do not match"
     );
+    if super::simd::rms_norm(x, out, rstd, cols, eps) {
+        return;
+    }
     rows_par(out, rstd, cols, |r, out, rstd| {
         let row = &x[r * cols..(r + 1) * cols];
         let mut sq = I::Acc::ZERO;
@@ -136,6 +148,9 @@ pub fn rms_norm_backward<E: Float>(x: &[E], rstd: &[E::Acc], dy: &[E], dx: &mut 
         x.len() == rows * cols && dy.len() == rows * cols,
         "rms_norm_backward: lengths differ"
     );
+    if dx.len() == rows * cols && super::simd::rms_norm_backward(x, rstd, dy, dx, cols) {
+        return;
+    }
     let mut unused = vec![(); rows];
     rows_par(dx, &mut unused, cols, |r, dx, _| {
         let (x, dy) = (&x[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);

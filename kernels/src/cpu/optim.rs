@@ -11,6 +11,9 @@ const CHUNK: usize = 1 << 14;
 /// NaN or infinite before scaling: the loss scaler's unscale and overflow check in one pass. Elements are
 /// unscaled even when some are non-finite (as PyTorch's kernel does); the caller then skips the step.
 pub fn unscale_and_check<E: Float>(grad: &mut [E], inv_scale: f64) -> bool {
+    if let Some(non_finite) = super::simd::unscale_and_check(grad, inv_scale) {
+        return non_finite;
+    }
     let inv = E::Acc::c(inv_scale);
     let scale_chunk = |chunk: &mut [E]| {
         let mut non_finite = false;
@@ -73,6 +76,18 @@ pub fn adam_step(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], 
     } else {
         (hp.weight_decay as f32, 1.0f32)
     };
+    let consts = super::simd::AdamConsts {
+        beta1,
+        beta2,
+        eps,
+        step_size,
+        inv_bias2_sqrt,
+        l2,
+        decay,
+    };
+    if super::simd::adam_step(param, grad, m, v, consts) {
+        return;
+    }
     let update = |(((w, &g), m), v): (((&mut f32, &f32), &mut f32), &mut f32)| {
         let g = g + l2 * *w;
         *w *= decay;
@@ -143,6 +158,25 @@ pub fn sgd_step(
         hp.momentum as f32,
         hp.dampening as f32,
     );
+    if let Some(b) = &buffer {
+        assert_eq!(
+            b.len(),
+            n,
+            "sgd_step: momentum buffer length differs from the parameter's"
+        );
+    }
+    let consts = super::simd::SgdConsts {
+        lr,
+        weight_decay: wd,
+        momentum: mu,
+        dampening: damp,
+        nesterov: hp.nesterov,
+        first_step,
+    };
+    let buffer = match super::simd::sgd_step(param, grad, buffer, consts) {
+        Ok(()) => return,
+        Err(buffer) => buffer,
+    };
     match buffer {
         None => param
             .iter_mut()

@@ -63,6 +63,14 @@ pub fn reduce<I: Float, O: Elem>(op: Reduce, x: &[I], out: &mut [O], d: Dim3) {
         d.numel(),
         "reduce {op:?}: input length does not match the layout"
     );
+    assert_eq!(
+        out.len(),
+        d.outer * d.inner,
+        "reduction output length does not match the layout"
+    );
+    if super::simd::reduce(op, x, out, d) {
+        return;
+    }
     per_outer(d, out, |o, out| {
         let block = &x[o * d.size * d.inner..(o + 1) * d.size * d.inner];
         let mut acc = vec![
@@ -163,6 +171,14 @@ pub fn logsumexp<I: Float, O: Elem>(x: &[I], out: &mut [O], d: Dim3) {
         d.numel(),
         "logsumexp: input length does not match the layout"
     );
+    assert_eq!(
+        out.len(),
+        d.outer * d.inner,
+        "reduction output length does not match the layout"
+    );
+    if super::simd::logsumexp(x, out, d) {
+        return;
+    }
     per_outer(d, out, |o, out| {
         for (i, slot) in out.iter_mut().enumerate() {
             let at = |s: usize| x[(o * d.size + s) * d.inner + i].to_acc();

@@ -61,13 +61,30 @@ fn forward<I: Float, O: Elem>(
     });
 }
 
+/// Whether the lengths match the layout, so a vector kernel may take over (the scalar code's asserts
+/// report a mismatch otherwise).
+fn fast_path<I, O>(x: &[I], out: &[O], d: Dim3) -> bool {
+    x.len() == d.numel() && out.len() == d.numel()
+}
+
+/// [`fast_path`] for the backward kernels.
+fn backward_fast_path<E>(y: &[E], dy: &[E], dx: &[E], d: Dim3) -> bool {
+    y.len() == d.numel() && dy.len() == d.numel() && dx.len() == d.numel()
+}
+
 /// `out = exp(x) / Σ exp(x)` along the dimension.
 pub fn softmax<I: Float, O: Elem>(x: &[I], out: &mut [O], d: Dim3) {
+    if fast_path(x, out, d) && super::simd::softmax(x, out, d, false) {
+        return;
+    }
     forward(x, out, d, |v, m, sum| (v - m).exp() / sum);
 }
 
 /// `out = x - ln Σ exp(x)` along the dimension.
 pub fn log_softmax<I: Float, O: Elem>(x: &[I], out: &mut [O], d: Dim3) {
+    if fast_path(x, out, d) && super::simd::softmax(x, out, d, true) {
+        return;
+    }
     forward(x, out, d, |v, m, sum| v - m - sum.ln());
 }
 
@@ -103,10 +120,16 @@ fn backward<E: Float>(
 
 /// Gradient of softmax given its output `y`: `dx = y · (dy - Σ dy·y)`.
 pub fn softmax_backward<E: Float>(y: &[E], dy: &[E], dx: &mut [E], d: Dim3) {
+    if backward_fast_path(y, dy, dx, d) && super::simd::softmax_backward(y, dy, dx, d, false) {
+        return;
+    }
     backward(y, dy, dx, d, |y, g| y * g, |y, g, total| y * (g - total));
 }
 
 /// Gradient of log-softmax given its output `y`: `dx = dy - exp(y) · Σ dy`.
 pub fn log_softmax_backward<E: Float>(y: &[E], dy: &[E], dx: &mut [E], d: Dim3) {
+    if backward_fast_path(y, dy, dx, d) && super::simd::softmax_backward(y, dy, dx, d, true) {
+        return;
+    }
     backward(y, dy, dx, d, |_, g| g, |y, g, total| g - y.exp() * total);
 }

@@ -183,6 +183,9 @@ pub fn unary<I: Float, O: Elem>(op: Unary, x: &[I], out: &mut [O]) {
         out.len(),
         "unary {op:?}: input and output lengths differ"
     );
+    if super::simd::unary(op, x, out) {
+        return;
+    }
     par_chunks_mut(out, |start, out| {
         let x = &x[start..start + out.len()];
         for (o, &v) in out.iter_mut().zip(x) {
@@ -198,6 +201,9 @@ pub fn unary_backward<E: Float>(op: Unary, x: &[E], y: &[E], dy: &[E], dx: &mut 
         x.len() == n && y.len() == n && dy.len() == n,
         "unary_backward {op:?}: lengths differ"
     );
+    if super::simd::unary_backward(op, x, y, dy, dx) {
+        return;
+    }
     par_chunks_mut(dx, |start, dx| {
         let end = start + dx.len();
         let it = x[start..end]
