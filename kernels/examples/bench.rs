@@ -84,7 +84,9 @@ fn peak(flops_per_insn: f64, f: unsafe fn(u64)) -> f64 {
     let iterations = 20_000_000u64;
     let secs = median_secs(5, || {
         // SAFETY: each loop is called only when the ISA check in `main` found its instructions.
-        (0..threads).into_par_iter().for_each(|_| unsafe { f(iterations) });
+        (0..threads)
+            .into_par_iter()
+            .for_each(|_| unsafe { f(iterations) });
     });
     threads as f64 * iterations as f64 * 16.0 * flops_per_insn / secs / 1e9
 }
@@ -95,11 +97,14 @@ fn triad() -> f64 {
     let (b, c) = (vec![1.0f32; n], vec![2.0f32; n]);
     let mut a = vec![0.0f32; n];
     let secs = median_secs(7, || {
-        a.par_chunks_mut(1 << 16).zip(b.par_chunks(1 << 16)).zip(c.par_chunks(1 << 16)).for_each(|((a, b), c)| {
-            for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
-                *a = b + 3.0 * c;
-            }
-        })
+        a.par_chunks_mut(1 << 16)
+            .zip(b.par_chunks(1 << 16))
+            .zip(c.par_chunks(1 << 16))
+            .for_each(|((a, b), c)| {
+                for ((a, b), c) in a.iter_mut().zip(b).zip(c) {
+                    *a = b + 3.0 * c;
+                }
+            })
     });
     3.0 * 4.0 * n as f64 / secs / 1e9
 }
@@ -127,8 +132,25 @@ fn peer_rate<T: Copy + 'static>(n: usize, a: &[T], b: &[T], zero: T, one: T) -> 
         / median_secs(5, || unsafe {
             // SAFETY: row-major n×n buffers of the right length; strides in elements.
             gemm::gemm(
-                n, n, n, c.as_mut_ptr(), 1, n as isize, false, a.as_ptr(), 1, n as isize, b.as_ptr(), 1, n as isize,
-                zero, one, false, false, false, gemm::Parallelism::Rayon(threads),
+                n,
+                n,
+                n,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                n as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                zero,
+                one,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(threads),
             )
         })
         / 1e9
@@ -137,7 +159,9 @@ fn peer_rate<T: Copy + 'static>(n: usize, a: &[T], b: &[T], zero: T, one: T) -> 
 fn main() {
     let level = isa::isa();
     let threads = rayon::current_num_threads();
-    println!("amp-kernels benchmark: {level:?} path, {threads} threads (RAYON_NUM_THREADS), medians of 5-7 runs\n");
+    println!(
+        "amp-kernels benchmark: {level:?} path, {threads} threads (RAYON_NUM_THREADS), medians of 5-7 runs\n"
+    );
     let mut rows: Vec<Row> = Vec::new();
     let (mut fma_peak, mut bf16_peak) = (None, None);
     #[cfg(target_arch = "x86_64")]
@@ -145,42 +169,95 @@ fn main() {
         if level >= Isa::Avx512 {
             let p = peak(32.0, peaks::fma_zmm);
             fma_peak = Some(p);
-            rows.push(Row { kernel: "peak: vfmadd231ps zmm (f32 FMA)".into(), value: p, unit: "GFLOP/s", of_peak: None, vs_gemm: None });
+            rows.push(Row {
+                kernel: "peak: vfmadd231ps zmm (f32 FMA)".into(),
+                value: p,
+                unit: "GFLOP/s",
+                of_peak: None,
+                vs_gemm: None,
+            });
         } else if level >= Isa::Avx2 {
             let p = peak(16.0, peaks::fma_ymm);
             fma_peak = Some(p);
-            rows.push(Row { kernel: "peak: vfmadd231ps ymm (f32 FMA)".into(), value: p, unit: "GFLOP/s", of_peak: None, vs_gemm: None });
+            rows.push(Row {
+                kernel: "peak: vfmadd231ps ymm (f32 FMA)".into(),
+                value: p,
+                unit: "GFLOP/s",
+                of_peak: None,
+                vs_gemm: None,
+            });
         }
         if level >= Isa::Avx512Bf16 {
             let p = peak(64.0, peaks::dpbf16_zmm);
             bf16_peak = Some(p);
-            rows.push(Row { kernel: "peak: vdpbf16ps zmm (bf16 dot)".into(), value: p, unit: "GFLOP/s", of_peak: None, vs_gemm: None });
+            rows.push(Row {
+                kernel: "peak: vdpbf16ps zmm (bf16 dot)".into(),
+                value: p,
+                unit: "GFLOP/s",
+                of_peak: None,
+                vs_gemm: None,
+            });
         }
     }
     if isa::detected() < Isa::Amx {
         println!("(no AMX on this CPU: the AMX-BF16 path and its peak cannot be measured here)\n");
     }
     let stream = triad();
-    rows.push(Row { kernel: "STREAM triad, 3 x 64 MiB".into(), value: stream, unit: "GB/s", of_peak: None, vs_gemm: None });
+    rows.push(Row {
+        kernel: "STREAM triad, 3 x 64 MiB".into(),
+        value: stream,
+        unit: "GB/s",
+        of_peak: None,
+        vs_gemm: None,
+    });
 
     for n in [512usize, 1024, 2048] {
-        let a: Vec<f32> = (0..n * n).map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6).collect();
+        let a: Vec<f32> = (0..n * n)
+            .map(|i| ((i * 7) % 13) as f32 * 0.1 - 0.6)
+            .collect();
         let ab: Vec<bf16> = a.iter().map(|&v| bf16::from_f32(v)).collect();
         let ah: Vec<f16> = a.iter().map(|&v| f16::from_f32(v)).collect();
         let f32_rate = gemm_rate(n, &a, &a);
         #[cfg(feature = "peers")]
-        let (peer32, peer16) = (peer_rate(n, &a, &a, 0.0f32, 1.0f32), peer_rate(n, &ah, &ah, f16::ZERO, f16::ONE));
+        let (peer32, peer16) = (
+            peer_rate(n, &a, &a, 0.0f32, 1.0f32),
+            peer_rate(n, &ah, &ah, f16::ZERO, f16::ONE),
+        );
         #[cfg(not(feature = "peers"))]
         let (peer32, peer16) = (f64::NAN, f64::NAN);
         let ratio = |ours: f64, theirs: f64| theirs.is_finite().then(|| ours / theirs);
         let pct = |v: f64, p: Option<f64>| p.map(|p| 100.0 * v / p);
-        rows.push(Row { kernel: format!("GEMM f32, n = {n}"), value: f32_rate, unit: "GFLOP/s", of_peak: pct(f32_rate, fma_peak), vs_gemm: ratio(f32_rate, peer32) });
+        rows.push(Row {
+            kernel: format!("GEMM f32, n = {n}"),
+            value: f32_rate,
+            unit: "GFLOP/s",
+            of_peak: pct(f32_rate, fma_peak),
+            vs_gemm: ratio(f32_rate, peer32),
+        });
         let bf = gemm_rate(n, &ab, &ab);
-        rows.push(Row { kernel: format!("GEMM bf16 (f32 acc), n = {n}"), value: bf, unit: "GFLOP/s", of_peak: pct(bf, bf16_peak.or(fma_peak)), vs_gemm: None });
+        rows.push(Row {
+            kernel: format!("GEMM bf16 (f32 acc), n = {n}"),
+            value: bf,
+            unit: "GFLOP/s",
+            of_peak: pct(bf, bf16_peak.or(fma_peak)),
+            vs_gemm: None,
+        });
         let mixed = gemm_rate(n, &a, &ab);
-        rows.push(Row { kernel: format!("GEMM f32 x bf16 weight (autocast), n = {n}"), value: mixed, unit: "GFLOP/s", of_peak: pct(mixed, bf16_peak.or(fma_peak)), vs_gemm: None });
+        rows.push(Row {
+            kernel: format!("GEMM f32 x bf16 weight (autocast), n = {n}"),
+            value: mixed,
+            unit: "GFLOP/s",
+            of_peak: pct(mixed, bf16_peak.or(fma_peak)),
+            vs_gemm: None,
+        });
         let h = gemm_rate(n, &ah, &ah);
-        rows.push(Row { kernel: format!("GEMM f16 (f32 acc), n = {n}"), value: h, unit: "GFLOP/s", of_peak: pct(h, fma_peak), vs_gemm: ratio(h, peer16) });
+        rows.push(Row {
+            kernel: format!("GEMM f16 (f32 acc), n = {n}"),
+            value: h,
+            unit: "GFLOP/s",
+            of_peak: pct(h, fma_peak),
+            vs_gemm: ratio(h, peer16),
+        });
     }
 
     // Bandwidth-bound kernels on 64 MiB of f32 operands.
@@ -188,25 +265,68 @@ fn main() {
     let x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 1e-3 - 0.5).collect();
     let mut low = vec![bf16::ZERO; n];
     let cast = 6.0 * n as f64 / median_secs(7, || cpu::cast(&x, &mut low)) / 1e9;
-    rows.push(Row { kernel: "cast f32 -> bf16".into(), value: cast, unit: "GB/s", of_peak: Some(100.0 * cast / stream), vs_gemm: None });
+    rows.push(Row {
+        kernel: "cast f32 -> bf16".into(),
+        value: cast,
+        unit: "GB/s",
+        of_peak: Some(100.0 * cast / stream),
+        vs_gemm: None,
+    });
     let mut back = vec![0.0f32; n];
     let widen = 6.0 * n as f64 / median_secs(7, || cpu::cast(&low, &mut back)) / 1e9;
-    rows.push(Row { kernel: "cast bf16 -> f32".into(), value: widen, unit: "GB/s", of_peak: Some(100.0 * widen / stream), vs_gemm: None });
+    rows.push(Row {
+        kernel: "cast bf16 -> f32".into(),
+        value: widen,
+        unit: "GB/s",
+        of_peak: Some(100.0 * widen / stream),
+        vs_gemm: None,
+    });
     let mut g = x.clone();
-    let unscale = 8.0 * n as f64 / median_secs(7, || {
-        std::hint::black_box(cpu::unscale_and_check(&mut g, 1.0));
-    }) / 1e9;
-    rows.push(Row { kernel: "unscale + inf/NaN check".into(), value: unscale, unit: "GB/s", of_peak: Some(100.0 * unscale / stream), vs_gemm: None });
+    let unscale = 8.0 * n as f64
+        / median_secs(7, || {
+            std::hint::black_box(cpu::unscale_and_check(&mut g, 1.0));
+        })
+        / 1e9;
+    rows.push(Row {
+        kernel: "unscale + inf/NaN check".into(),
+        value: unscale,
+        unit: "GB/s",
+        of_peak: Some(100.0 * unscale / stream),
+        vs_gemm: None,
+    });
     let (mut p, mut m, mut v) = (x.clone(), vec![0.0f32; n], vec![0.0f32; n]);
-    let hp = AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: true, step: 10 };
-    let adam = 28.0 * n as f64 / median_secs(7, || cpu::adam_step(&mut p, &x, &mut m, &mut v, &hp)) / 1e9;
-    rows.push(Row { kernel: "AdamW update (w, g, m, v)".into(), value: adam, unit: "GB/s", of_peak: Some(100.0 * adam / stream), vs_gemm: None });
+    let hp = AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        decoupled: true,
+        step: 10,
+    };
+    let adam =
+        28.0 * n as f64 / median_secs(7, || cpu::adam_step(&mut p, &x, &mut m, &mut v, &hp)) / 1e9;
+    rows.push(Row {
+        kernel: "AdamW update (w, g, m, v)".into(),
+        value: adam,
+        unit: "GB/s",
+        of_peak: Some(100.0 * adam / stream),
+        vs_gemm: None,
+    });
 
-    println!("{:<44} {:>10} {:<8} {:>9} {:>9}", "kernel", "rate", "unit", "% peak", "vs gemm");
+    println!(
+        "{:<44} {:>10} {:<8} {:>9} {:>9}",
+        "kernel", "rate", "unit", "% peak", "vs gemm"
+    );
     for r in &rows {
         let peak = r.of_peak.map_or("".to_string(), |p| format!("{p:.0}%"));
         let peer = r.vs_gemm.map_or("".to_string(), |x| format!("{x:.2}x"));
-        println!("{:<44} {:>10.1} {:<8} {:>9} {:>9}", r.kernel, r.value, r.unit, peak, peer);
+        println!(
+            "{:<44} {:>10.1} {:<8} {:>9} {:>9}",
+            r.kernel, r.value, r.unit, peak, peer
+        );
     }
-    println!("\n% peak: GEMMs against the FMA or vdpbf16ps peak above; bandwidth kernels against the triad.");
+    println!(
+        "\n% peak: GEMMs against the FMA or vdpbf16ps peak above; bandwidth kernels against the triad."
+    );
 }

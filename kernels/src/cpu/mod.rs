@@ -74,6 +74,17 @@ pub(crate) fn same_type_slice<A: 'static, B: 'static>(s: &[A]) -> &[B] {
     unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<B>(), s.len()) }
 }
 
+/// Views `&mut [A]` as `&mut [B]` when `A` and `B` are the same type (checked), without copying.
+pub(crate) fn same_type_slice_mut<A: 'static, B: 'static>(s: &mut [A]) -> &mut [B] {
+    assert_eq!(
+        std::any::TypeId::of::<A>(),
+        std::any::TypeId::of::<B>(),
+        "same_type_slice_mut: different types"
+    );
+    // SAFETY: A and B are the same type, so the pointer, length and alignment are valid for B.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<B>(), s.len()) }
+}
+
 /// Below this many elements, elementwise work stays on the calling thread.
 const PARALLEL_MIN: usize = 1 << 15;
 

@@ -1,11 +1,15 @@
 //! The SIMD GEMM: a blocked driver over register-tile microkernels (AVX-512 and AVX2 FMA on f32, AVX512-BF16
 //! `vdpbf16ps` on bf16 pairs).
 //!
-//! Blocking: each parallel task owns an `MC × NC` block of C (as row segments, so tasks borrow disjoint
-//! slices), loops over `KC`-deep slices of the contraction, packs A and B into per-thread buffers (padded to
-//! whole register tiles, converting or rounding the source elements to the compute type on the way),
-//! runs the microkernel over every `MR × NR` tile of the block into an f32 accumulator tile, and finally
-//! writes (or adds) the block to C in C's element type.
+//! Blocking (per product of a batch): the contraction is cut into slices of `KC_WORDS` packed depth steps.
+//! For each slice, B is packed once, for every column, into a buffer all threads read (its panels are
+//! packed in parallel); then tasks (a block of `MC` rows × a run of `NR`-column panels) each pack their
+//! rows of A into a per-thread buffer and run the microkernel over every `MR × NR` tile, storing (first
+//! slice) or adding (later slices) straight into an f32 accumulator: C itself when C is f32, else a
+//! per-thread f32 buffer converted to C's type at the end. Every operand element is therefore converted
+//! and packed once per call (A once per column run, and runs are only split when rows alone cannot keep
+//! every thread busy). Packing rounds or converts the source to the compute type on the way, so a mixed
+//! product never makes a converted copy. A batch of small products runs one product per thread instead.
 
 use super::GemmSpec;
 use crate::cpu::isa::Isa;
@@ -13,32 +17,44 @@ use crate::{DType, Elem, Float};
 use half::{bf16, f16};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::thread::LocalKey;
 
-/// Rows of an output block (a multiple of every microkernel's MR).
+/// Rows per task (a multiple of every microkernel's MR): its packed A slice (`MC × KC_WORDS` words,
+/// 96 KiB) stays in L2 while the microkernels sweep it once per B panel.
 const MC: usize = 96;
-/// Columns of an output block (a multiple of every microkernel's NR).
-const NC: usize = 256;
-/// Contraction depth per packed slice, in k values (a multiple of 2 for bf16 pairs).
-const KC: usize = 256;
-
-/// Per-thread packing and accumulation buffers, reused across calls.
-#[derive(Default)]
-struct Scratch {
-    a: Vec<u32>,
-    b: Vec<u32>,
-    tile: Vec<f32>,
-}
+/// Packed depth steps per slice: one B panel (`NR × KC_WORDS` words, 32 KiB for NR = 32) stays in L1
+/// while it meets every A panel of a task.
+const KC_WORDS: usize = 256;
+/// Below this many flops a product runs on the calling thread (a parallel region costs microseconds).
+const PARALLEL_FLOPS: f64 = 4.0e6;
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// Packed A rows of the task running on this thread.
+    static PACK_A: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// Packed B slice of the product this thread drives (read by every thread while it runs).
+    static PACK_B: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// f32 accumulator for products whose C is not f32.
+    static ACCUMULATOR: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Grows `v` to at least `n` elements (never shrinks, so steady-state calls do not allocate).
-fn reserve(v: &mut Vec<u32>, n: usize) -> &mut [u32] {
-    if v.len() < n {
-        v.resize(n, 0);
-    }
-    &mut v[..n]
+/// Runs `f` on this thread's buffer `key`, grown to at least `len` elements (never shrunk, so warm calls do
+/// not allocate). If the buffer is already in use further up this thread's stack (a rayon worker that
+/// picked up a second product while waiting inside the first), a temporary buffer is used instead.
+fn with_buffer<T: Copy + Default + 'static, R>(
+    key: &'static LocalKey<RefCell<Vec<T>>>,
+    len: usize,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, T::default());
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![T::default(); len]),
+    })
 }
 
 /// A register-tile microkernel and how operands are packed for it.
@@ -53,6 +69,7 @@ enum Kernel {
 }
 
 impl Kernel {
+    /// Rows (MR) and columns (NR) of the register tile.
     fn tile(self) -> (usize, usize) {
         match self {
             Kernel::Avx512F32 | Kernel::Avx512Bf16 => (12, 32),
@@ -60,7 +77,7 @@ impl Kernel {
         }
     }
 
-    /// k values per packed 32-bit element.
+    /// k values per packed 32-bit word.
     fn k_per_word(self) -> usize {
         match self {
             Kernel::Avx512Bf16 => 2,
@@ -78,22 +95,76 @@ fn kernel_for(compute: DType, level: Isa) -> Kernel {
     }
 }
 
-/// Converts a source element to what the kernel multiplies: its f32 value, rounded first to `round_to`
-/// when the product runs in a narrower type than the element (an f32 activation meeting an f16 weight).
-#[inline(always)]
-fn to_compute_f32<T: Elem>(v: T, round_to: DType) -> f32 {
-    let x = v.to_f32();
-    match round_to {
-        DType::F16 if T::DTYPE == DType::F32 => f16::from_f32(x).to_f32(),
-        DType::BF16 if T::DTYPE == DType::F32 => bf16::from_f32(x).to_f32(),
-        _ => x,
+/// Converts a run of source elements to the f32 values the kernel multiplies, rounded first to
+/// `round_to` when the product runs in a narrower type than the element (an f32 activation meeting an
+/// f16 weight), exactly as a separate cast would round them.
+#[inline]
+fn to_compute_f32<T: Elem>(src: &[T], round_to: DType, dst: &mut [f32]) {
+    match (T::DTYPE, round_to) {
+        (DType::F32, DType::F16) => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = f16::from_f32(s.to_f32()).to_f32();
+            }
+        }
+        (DType::F32, DType::BF16) => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = bf16::from_f32(s.to_f32()).to_f32();
+            }
+        }
+        (DType::F16, _) => {
+            use half::slice::HalfFloatSliceExt;
+            crate::cpu::same_type_slice::<T, f16>(src).convert_to_f32_slice(&mut dst[..src.len()]);
+        }
+        _ => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = s.to_f32();
+            }
+        }
     }
 }
 
-/// The bf16 bits of a source element (rounded to nearest even from f32, as a cast would).
+/// Elements converted per chunk on the stack before they are scattered into a panel.
+const CHUNK: usize = 64;
+
+/// Calls `put(i, word)` with the f32 bits of the compute value of each `src[i]` (see [`to_compute_f32`]);
+/// f32 sources of an f32 product are read directly.
 #[inline(always)]
-fn to_bf16_bits<T: Elem>(v: T) -> u16 {
-    bf16::from_f32(v.to_f32()).to_bits()
+fn for_each_f32_word<T: Elem>(src: &[T], round_to: DType, mut put: impl FnMut(usize, u32)) {
+    if T::DTYPE == DType::F32 && round_to == DType::F32 {
+        for (i, v) in crate::cpu::same_type_slice::<T, f32>(src)
+            .iter()
+            .enumerate()
+        {
+            put(i, v.to_bits());
+        }
+        return;
+    }
+    let mut buf = [0f32; CHUNK];
+    for (c, chunk) in src.chunks(CHUNK).enumerate() {
+        let buf = &mut buf[..chunk.len()];
+        to_compute_f32(chunk, round_to, buf);
+        for (i, v) in buf.iter().enumerate() {
+            put(c * CHUNK + i, v.to_bits());
+        }
+    }
+}
+
+/// Calls `put(i, bits)` with the bf16 bits of each `src[i]` (rounded to nearest even from f32, as a cast
+/// would).
+#[inline(always)]
+fn for_each_bf16<T: Elem>(src: &[T], mut put: impl FnMut(usize, u16)) {
+    if T::DTYPE == DType::BF16 {
+        for (i, v) in crate::cpu::same_type_slice::<T, bf16>(src)
+            .iter()
+            .enumerate()
+        {
+            put(i, v.to_bits());
+        }
+    } else {
+        for (i, v) in src.iter().enumerate() {
+            put(i, bf16::from_f32(v.to_f32()).to_bits());
+        }
+    }
 }
 
 /// A logical matrix `M(row, depth) = data[row·row_stride + depth·depth_stride]` to pack from: A as
@@ -105,22 +176,35 @@ struct Source<'a, T> {
     depth_stride: usize,
 }
 
-impl<T: Elem> Source<'_, T> {
-    #[inline(always)]
-    fn at(&self, row: usize, depth: usize) -> T {
-        self.data[row * self.row_stride + depth * self.depth_stride]
+impl<'a, T: Elem> Source<'a, T> {
+    /// Operand `index` of a batch, stored `rows × depth` (or `depth × rows` when `trans`).
+    fn new(data: &'a [T], batch_offset: usize, rows: usize, depth: usize, trans: bool) -> Self {
+        let data = &data[batch_offset..];
+        if trans {
+            Source {
+                data,
+                row_stride: 1,
+                depth_stride: rows,
+            }
+        } else {
+            Source {
+                data,
+                row_stride: depth,
+                depth_stride: 1,
+            }
+        }
     }
 }
 
 /// Packs rows `r0..r0+rows` × depth `d0..d0+depth` into panels of `pr` rows: panel `q`, step `s` holds the
-/// `pr` words of rows `q·pr..` at depth step `s` (one f32, or a pair of bf16 for `k_per_word` 2). Rows
-/// and depth past the matrix are zero, so microkernels always see whole tiles.
+/// `pr` words of rows `q·pr..` at depth step `s` (one f32, or a pair of bf16 for `per` 2). Rows and depth
+/// past the matrix are zero, so microkernels always see whole tiles.
 #[allow(clippy::too_many_arguments)]
 fn pack<T: Elem>(
     dst: &mut [u32],
     pr: usize,
     per: usize,
-    round_to: DType,
+    compute: DType,
     src: Source<T>,
     r0: usize,
     rows: usize,
@@ -128,46 +212,120 @@ fn pack<T: Elem>(
     depth: usize,
 ) {
     let steps = depth.div_ceil(per);
-    let panels = rows.div_ceil(pr);
-    dst.fill(0);
-    for q in 0..panels {
-        let panel = &mut dst[q * pr * steps..][..pr * steps];
+    if !rows.is_multiple_of(pr) {
+        dst.fill(0);
+    }
+    for (q, panel) in dst.chunks_exact_mut(pr * steps).enumerate() {
+        let first = r0 + q * pr;
         let live = pr.min(rows - q * pr);
-        if per == 1 {
-            if src.depth_stride == 1 {
-                // Rows are contiguous along depth: read each row's run, scatter with stride `pr`.
-                for r in 0..live {
-                    let start = (r0 + q * pr + r) * src.row_stride + d0;
-                    for (s, v) in src.data[start..start + depth].iter().enumerate() {
-                        panel[s * pr + r] = to_compute_f32(*v, round_to).to_bits();
+        match (per, src.depth_stride == 1) {
+            (1, true) => {
+                // Rows run along depth: convert a chunk of every row, then interleave the chunks so
+                // the panel is written sequentially (scattered stores would stall on the store buffer).
+                let mut rows_buf = [[MaybeUninit::<u32>::uninit(); CHUNK]; MAX_PANEL_ROWS];
+                for c0 in (0..depth).step_by(CHUNK) {
+                    let len = CHUNK.min(depth - c0);
+                    for (r, buf) in rows_buf.iter_mut().enumerate().take(live) {
+                        let start = (first + r) * src.row_stride + d0 + c0;
+                        for_each_f32_word(&src.data[start..start + len], compute, |i, w| {
+                            buf[i].write(w);
+                        });
                     }
-                }
-            } else {
-                // Depth steps are contiguous along rows: copy runs of `live` words.
-                for s in 0..depth {
-                    let start = (d0 + s) * src.depth_stride + r0 + q * pr;
-                    for (r, v) in src.data[start..start + live].iter().enumerate() {
-                        panel[s * pr + r] = to_compute_f32(*v, round_to).to_bits();
-                    }
+                    interleave(
+                        &rows_buf,
+                        live,
+                        len,
+                        &mut panel[c0 * pr..(c0 + len) * pr],
+                        pr,
+                    );
                 }
             }
-        } else {
-            for r in 0..live {
-                let row = r0 + q * pr + r;
+            (1, false) => {
+                // Depth steps run along rows: each step is one contiguous run of `live` words.
+                for s in 0..depth {
+                    let start = (d0 + s) * src.depth_stride + first;
+                    let step = &mut panel[s * pr..s * pr + live];
+                    for_each_f32_word(&src.data[start..start + live], compute, |j, w| step[j] = w);
+                }
+            }
+            (_, true) => {
+                // bf16 pairs along a row are the two halves of one little-endian word; chunks of
+                // every row are interleaved as above.
+                let mut rows_buf = [[MaybeUninit::<u32>::uninit(); CHUNK]; MAX_PANEL_ROWS];
+                let mut halves = [0u16; 2 * CHUNK];
+                for c0 in (0..steps).step_by(CHUNK) {
+                    let len = CHUNK.min(steps - c0);
+                    let elements = (2 * len).min(depth - 2 * c0);
+                    for (r, buf) in rows_buf.iter_mut().enumerate().take(live) {
+                        let start = (first + r) * src.row_stride + d0 + 2 * c0;
+                        if elements % 2 == 1 {
+                            halves[elements] = 0;
+                        }
+                        for_each_bf16(&src.data[start..start + elements], |i, h| halves[i] = h);
+                        for (word, pair) in buf.iter_mut().zip(halves.chunks_exact(2)).take(len) {
+                            word.write(pair[0] as u32 | (pair[1] as u32) << 16);
+                        }
+                    }
+                    interleave(
+                        &rows_buf,
+                        live,
+                        len,
+                        &mut panel[c0 * pr..(c0 + len) * pr],
+                        pr,
+                    );
+                }
+            }
+            (_, false) => {
+                // Depth 2s and 2s+1 each run along the rows: the first fills the low halves, the second
+                // the high ones.
                 for s in 0..steps {
-                    let k0 = d0 + 2 * s;
-                    let lo = to_bf16_bits(src.at(row, k0)) as u32;
-                    let hi = if 2 * s + 1 < depth {
-                        to_bf16_bits(src.at(row, k0 + 1)) as u32
-                    } else {
-                        0
-                    };
-                    panel[s * pr + r] = lo | hi << 16;
+                    let start = (d0 + 2 * s) * src.depth_stride + first;
+                    let step = &mut panel[s * pr..s * pr + live];
+                    for_each_bf16(&src.data[start..start + live], |j, h| step[j] = h as u32);
+                    if 2 * s + 1 < depth {
+                        let start = start + src.depth_stride;
+                        for_each_bf16(&src.data[start..start + live], |j, h| {
+                            step[j] |= (h as u32) << 16
+                        });
+                    }
                 }
             }
         }
     }
 }
+
+/// The most rows a packed panel has (the widest microkernel's NR).
+const MAX_PANEL_ROWS: usize = 32;
+
+/// Writes `len` depth steps of a panel: step `s` holds `rows[r][s]` for the `live` rows, then zeros.
+#[inline(always)]
+fn interleave(
+    rows: &[[MaybeUninit<u32>; CHUNK]; MAX_PANEL_ROWS],
+    live: usize,
+    len: usize,
+    dst: &mut [u32],
+    pr: usize,
+) {
+    for (s, step) in dst.chunks_exact_mut(pr).enumerate().take(len) {
+        for (r, word) in step.iter_mut().enumerate() {
+            // SAFETY: the caller wrote steps 0..len of rows 0..live.
+            *word = if r < live {
+                unsafe { rows[r][s].assume_init() }
+            } else {
+                0
+            };
+        }
+    }
+}
+
+/// A raw pointer to the f32 accumulator that tasks write through: each task writes only its own rows
+/// and columns, which no other task touches while the slice runs.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: tasks write disjoint tiles (see `run_task`), and the pointer outlives the parallel region.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
 
 /// The fast GEMM (spec validated, k > 0, C non-empty). Allocates nothing once the per-thread buffers have
 /// grown to the sizes a workload needs.
@@ -181,194 +339,276 @@ pub(super) fn gemm<TA: Float, TB: Float, O: Float>(
 ) {
     let kernel = kernel_for(compute, level);
     let GemmSpec { m, n, k, .. } = *spec;
-    // A task owns a block of whole rows of one batch's C: enough blocks to keep every thread busy, each a
-    // multiple of the register tile's height.
-    let (mr, _) = kernel.tile();
-    let wanted = 2 * rayon::current_num_threads();
-    let rows_per_task = m
-        .div_ceil(wanted.div_ceil(spec.batch).max(1))
-        .div_ceil(mr)
-        .max(1)
-        * mr;
-    let run_block = |bi: usize, block_index: usize, block: &mut [O]| {
-        let (ast, bst) = (spec.a_batch_stride, spec.b_batch_stride);
-        let av = if spec.a_trans {
-            Source {
-                data: &a[bi * ast..],
-                row_stride: 1,
-                depth_stride: m,
-            }
-        } else {
-            Source {
-                data: &a[bi * ast..],
-                row_stride: k,
-                depth_stride: 1,
-            }
-        };
-        let bv = if spec.b_trans {
-            Source {
-                data: &b[bi * bst..],
-                row_stride: k,
-                depth_stride: 1,
-            }
-        } else {
-            Source {
-                data: &b[bi * bst..],
-                row_stride: 1,
-                depth_stride: n,
-            }
-        };
-        let ic = block_index * rows_per_task;
-        SCRATCH.with(|s| {
-            task(
-                &mut s.borrow_mut(),
-                kernel,
-                compute,
-                spec.accumulate,
-                av,
-                bv,
-                (m, n, k),
-                ic,
-                block,
-            )
-        });
+    let one = |bi: usize, c: &mut [O], parallel: bool| {
+        let av = Source::new(a, bi * spec.a_batch_stride, m, k, spec.a_trans);
+        let bv = Source::new(b, bi * spec.b_batch_stride, n, k, !spec.b_trans);
+        product(
+            kernel,
+            compute,
+            av,
+            bv,
+            (m, n, k),
+            spec.accumulate,
+            c,
+            parallel,
+        );
     };
-    if spec.flops() < 2.0 * 48.0 * 48.0 * 48.0 {
-        for (bi, batch_c) in c.chunks_mut(m * n).enumerate() {
-            for (i, block) in batch_c.chunks_mut(rows_per_task * n).enumerate() {
-                run_block(bi, i, block);
-            }
+    let per_product = 2.0 * (m * n) as f64 * k as f64;
+    if spec.flops() < PARALLEL_FLOPS {
+        for (bi, c) in c.chunks_mut(m * n).enumerate() {
+            one(bi, c, false);
         }
-    } else {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    if spec.batch > 1 && spec.batch >= threads {
+        // Enough products to give every thread whole ones: no synchronisation inside a product.
         c.par_chunks_mut(m * n)
             .enumerate()
-            .for_each(|(bi, batch_c)| {
-                batch_c
-                    .par_chunks_mut(rows_per_task * n)
-                    .enumerate()
-                    .for_each(|(i, block)| run_block(bi, i, block));
-            });
+            .for_each(|(bi, c)| one(bi, c, false));
+    } else {
+        for (bi, c) in c.chunks_mut(m * n).enumerate() {
+            one(bi, c, per_product >= PARALLEL_FLOPS);
+        }
     }
 }
 
-/// Computes rows `ic..` of C held in `block` (whole rows): for each `NC`-wide column block, packs that
-/// block of B once for all of k, then walks the rows in `MC`-row blocks, packing each `MC × KC` slice of A
-/// and accumulating in an f32 tile before writing it to C.
+/// One product `C (m × n) = A · B` (or `+=`), in parallel across threads when `parallel`.
+///
+/// The packed-B and accumulator buffers belong to the calling thread and are taken before the work
+/// enters the thread pool, so the same buffers serve every call from this thread.
 #[allow(clippy::too_many_arguments)]
-fn task<TA: Float, TB: Float, O: Float>(
-    s: &mut Scratch,
+fn product<TA: Float, TB: Float, O: Float>(
     kernel: Kernel,
     compute: DType,
-    accumulate: bool,
     a: Source<TA>,
     b: Source<TB>,
-    (_m, n, k): (usize, usize, usize),
-    ic: usize,
-    block: &mut [O],
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    c: &mut [O],
+    parallel: bool,
+) {
+    let (_, nr) = kernel.tile();
+    let b_len = n.div_ceil(nr) * nr * KC_WORDS.min(k.div_ceil(kernel.k_per_word()));
+    let dims = (m, n, k);
+    with_buffer(&PACK_B, b_len, |bp| {
+        if O::DTYPE == DType::F32 {
+            let c = crate::cpu::same_type_slice_mut::<O, f32>(c);
+            return in_pool(parallel, || {
+                slices(kernel, compute, a, b, dims, accumulate, c, bp, parallel)
+            });
+        }
+        with_buffer(&ACCUMULATOR, m * n, |acc| {
+            in_pool(parallel, || {
+                slices(kernel, compute, a, b, dims, false, acc, bp, parallel);
+                let finish = |(out, v): (&mut O, &f32)| {
+                    *out = if accumulate {
+                        O::from_f32(out.to_f32() + v)
+                    } else {
+                        O::from_f32(*v)
+                    }
+                };
+                if parallel {
+                    c.par_iter_mut().zip(acc.par_iter()).for_each(finish);
+                } else {
+                    c.iter_mut().zip(acc.iter()).for_each(finish);
+                }
+            })
+        })
+    });
+}
+
+/// Runs `f`, inside the thread pool when `parallel` (entering it once per product: jobs handed in from
+/// outside go through rayon's global queue, which allocates a block every 63 jobs, while jobs a worker
+/// spawns stay in its own deque).
+fn in_pool<R: Send>(parallel: bool, f: impl FnOnce() -> R + Send) -> R {
+    if parallel && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
+}
+
+/// Walks the contraction slice by slice into the f32 accumulator `out` (`m × n`, row-major): the first
+/// slice stores unless `accumulate`, later slices add. `bp_all` holds one packed slice of B.
+#[allow(clippy::too_many_arguments)]
+fn slices<TA: Float, TB: Float>(
+    kernel: Kernel,
+    compute: DType,
+    a: Source<TA>,
+    b: Source<TB>,
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
+    out: &mut [f32],
+    bp_all: &mut [u32],
+    parallel: bool,
 ) {
     let (mr, nr) = kernel.tile();
     let per = kernel.k_per_word();
-    let rows = block.len() / n;
-    let slice_words = |nc_pad: usize, kc: usize| nc_pad * kc.div_ceil(per);
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
-        let nc_pad = nc.div_ceil(nr) * nr;
-        // B for every KC slice of k, slice after slice.
-        let b_total: usize = (0..k)
-            .step_by(KC)
-            .map(|pc| slice_words(nc_pad, KC.min(k - pc)))
-            .sum();
-        let bp_all = reserve(&mut s.b, b_total);
-        let mut offset = 0;
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            let len = slice_words(nc_pad, kc);
-            pack(
-                &mut bp_all[offset..offset + len],
-                nr,
-                per,
-                compute,
-                b,
-                jc,
-                nc,
-                pc,
-                kc,
-            );
-            offset += len;
-        }
-        for i0 in (0..rows).step_by(MC) {
-            let mc = MC.min(rows - i0);
-            let mc_pad = mc.div_ceil(mr) * mr;
-            if s.tile.len() < mc_pad * nc_pad {
-                s.tile.resize(mc_pad * nc_pad, 0.0);
+    let kc_max = KC_WORDS * per;
+    let n_panels = n.div_ceil(nr);
+    // Row blocks of at most MC rows with equal tile counts (±1), as many as a multiple of the thread
+    // count, so rayon can balance them; columns are split too only when rows alone are too few.
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let tiles = m.div_ceil(mr);
+    let row_blocks = tiles.div_ceil(MC / mr).next_multiple_of(threads).min(tiles);
+    let column_runs = (2 * threads).div_ceil(row_blocks).clamp(1, n_panels);
+    let column_runs = if row_blocks >= threads {
+        1
+    } else {
+        column_runs
+    };
+    let panels_per_run = n_panels.div_ceil(column_runs);
+    let column_runs = n_panels.div_ceil(panels_per_run);
+    let out = SharedOut(out.as_mut_ptr());
+    {
+        for pc in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - pc);
+            let steps = kc.div_ceil(per);
+            let bp = &mut bp_all[..n_panels * nr * steps];
+            let panels_per_part = n_panels.div_ceil(threads);
+            let pack_part = |(part, dst): (usize, &mut [u32])| {
+                let first = part * panels_per_part * nr;
+                let rows = (n - first).min(panels_per_part * nr);
+                pack(dst, nr, per, compute, b, first, rows, pc, kc);
+            };
+            if parallel {
+                bp.par_chunks_mut(panels_per_part * nr * steps)
+                    .enumerate()
+                    .for_each(pack_part);
+            } else {
+                pack_part((0, bp));
             }
-            s.tile[..mc_pad * nc_pad].fill(0.0);
-            let mut offset = 0;
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                let steps = kc.div_ceil(per);
-                let bp = &s.b[offset..offset + nc_pad * steps];
-                offset += nc_pad * steps;
-                let ap = reserve(&mut s.a, mc_pad * steps);
-                pack(ap, mr, per, compute, a, ic + i0, mc, pc, kc);
-                let tile = &mut s.tile[..mc_pad * nc_pad];
-                for jr in 0..nc_pad / nr {
-                    let bpanel = &bp[jr * nr * steps..][..nr * steps];
-                    for ir in 0..mc_pad / mr {
-                        let apanel = &ap[ir * mr * steps..][..mr * steps];
+            let bp = &*bp;
+            let add = accumulate || pc > 0;
+            let task = |t: usize| {
+                let (block, run) = (t / column_runs, t % column_runs);
+                let first_tile = block * tiles / row_blocks;
+                let end_tile = (block + 1) * tiles / row_blocks;
+                let rows = first_tile * mr..m.min(end_tile * mr);
+                let panels = run * panels_per_run..n_panels.min((run + 1) * panels_per_run);
+                run_task(
+                    kernel,
+                    compute,
+                    a,
+                    rows,
+                    panels,
+                    (pc, kc),
+                    bp,
+                    out,
+                    (m, n),
+                    add,
+                );
+            };
+            let tasks = row_blocks * column_runs;
+            if parallel {
+                (0..tasks).into_par_iter().for_each(task);
+            } else {
+                (0..tasks).for_each(task);
+            }
+        }
+    }
+}
+
+/// Packs `rows` of A for the depth slice `pc..pc+kc` and runs the microkernel over every tile of those rows
+/// × the B `panels`, storing into (or adding to, with `add`) the f32 accumulator `out` (`m × n`).
+#[allow(clippy::too_many_arguments)]
+fn run_task<TA: Float>(
+    kernel: Kernel,
+    compute: DType,
+    a: Source<TA>,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+    (pc, kc): (usize, usize),
+    bp: &[u32],
+    out: SharedOut,
+    (m, n): (usize, usize),
+    add: bool,
+) {
+    let (mr, nr) = kernel.tile();
+    let per = kernel.k_per_word();
+    let steps = kc.div_ceil(per);
+    let mc = rows.len();
+    let mc_pad = mc.div_ceil(mr) * mr;
+    // Always the largest size a task can need: which worker runs which block varies from call to call,
+    // so growing on demand could allocate long after warm-up.
+    with_buffer(&PACK_A, MC * KC_WORDS, |ap| {
+        let ap = &mut ap[..mc_pad * steps];
+        pack(ap, mr, per, compute, a, rows.start, mc, pc, kc);
+        for jr in panels {
+            let bpanel = &bp[jr * nr * steps..][..nr * steps];
+            let col = jr * nr;
+            let live_cols = nr.min(n - col);
+            for (ir, apanel) in ap.chunks_exact(mr * steps).enumerate() {
+                let row = rows.start + ir * mr;
+                let live_rows = mr.min(m - row);
+                if live_rows == mr && live_cols == nr {
+                    // SAFETY: the whole tile (rows row..row+mr, columns col..col+nr) lies inside the
+                    // m × n accumulator, and only this task writes these rows and columns.
+                    unsafe {
                         microkernel(
                             kernel,
                             steps,
                             apanel,
                             bpanel,
-                            &mut tile[ir * mr * nc_pad + jr * nr..],
-                            nc_pad,
-                        );
+                            out.0.add(row * n + col),
+                            n,
+                            add,
+                        )
+                    };
+                } else {
+                    // An edge tile: compute the whole tile aside, keep its live part.
+                    let mut tile = [0f32; 12 * 32];
+                    // SAFETY: `tile` holds mr × nr values with row stride nr.
+                    unsafe {
+                        microkernel(kernel, steps, apanel, bpanel, tile.as_mut_ptr(), nr, false)
+                    };
+                    for r in 0..live_rows {
+                        for j in 0..live_cols {
+                            // SAFETY: (row + r, col + j) is inside the accumulator and owned by this
+                            // task.
+                            unsafe {
+                                let dst = out.0.add((row + r) * n + col + j);
+                                let v = tile[r * nr + j];
+                                *dst = if add { *dst + v } else { v };
+                            }
+                        }
                     }
                 }
             }
-            for i in 0..mc {
-                let src = &s.tile[i * nc_pad..][..nc];
-                let dst = &mut block[(i0 + i) * n + jc..][..nc];
-                for (out, &v) in dst.iter_mut().zip(src) {
-                    *out = if accumulate {
-                        O::from_f32(out.to_f32() + v)
-                    } else {
-                        O::from_f32(v)
-                    };
-                }
-            }
         }
-    }
+    });
 }
 
-/// Runs the microkernel on full, padded panels: `c[r·ldc + j] += Σ_s a[s·MR + r] · b[s·NR + j]`.
+/// Runs the microkernel on full, padded panels: `c[r·ldc + j] (+)= Σ_s a[s·MR + r] · b[s·NR + j]`.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of `MR` rows of `NR` values with row stride `ldc`, and the
+/// kernel must suit the detected CPU (`kernel_for` with the detected level).
 #[inline]
-fn microkernel(kernel: Kernel, steps: usize, a: &[u32], b: &[u32], c: &mut [f32], ldc: usize) {
+unsafe fn microkernel(
+    kernel: Kernel,
+    steps: usize,
+    a: &[u32],
+    b: &[u32],
+    c: *mut f32,
+    ldc: usize,
+    add: bool,
+) {
     let (mr, nr) = kernel.tile();
-    assert!(a.len() >= steps * mr && b.len() >= steps * nr && c.len() >= (mr - 1) * ldc + nr);
+    assert!(a.len() >= steps * mr && b.len() >= steps * nr);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the kernel was chosen from the detected ISA level (`kernel_for` with `isa()`), and the
-    // assertion above guarantees every pointer access stays inside the slices.
+    // SAFETY: the caller guarantees `c` and the ISA; the assertion above bounds the packed panels.
     unsafe {
+        let (a, b) = (a.as_ptr(), b.as_ptr());
         match kernel {
-            Kernel::Avx512F32 => x86::f32_12x32(
-                steps,
-                a.as_ptr().cast(),
-                b.as_ptr().cast(),
-                c.as_mut_ptr(),
-                ldc,
-            ),
-            Kernel::Avx2F32 => x86::f32_6x16(
-                steps,
-                a.as_ptr().cast(),
-                b.as_ptr().cast(),
-                c.as_mut_ptr(),
-                ldc,
-            ),
-            Kernel::Avx512Bf16 => {
-                x86::bf16_12x32(steps, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), ldc)
-            }
+            Kernel::Avx512F32 => x86::f32_12x32(steps, a.cast(), b.cast(), c, ldc, add),
+            Kernel::Avx2F32 => x86::f32_6x16(steps, a.cast(), b.cast(), c, ldc, add),
+            Kernel::Avx512Bf16 => x86::bf16_12x32(steps, a, b, c, ldc, add),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -381,7 +621,14 @@ mod x86 {
 
     /// 12 × 32 f32 tile with AVX-512 FMA: 24 accumulators, two B vectors per step, A broadcast per row.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn f32_12x32(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+    pub unsafe fn f32_12x32(
+        steps: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        add: bool,
+    ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; 12];
         for s in 0..steps {
             let (b0, b1) = unsafe {
@@ -396,21 +643,36 @@ mod x86 {
                 acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
             }
         }
+        unsafe { store_12x32(&acc, c, ldc, add) }
+    }
+
+    /// Stores (or adds) 12 rows of two f32 vectors at `c` with row stride `ldc`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_12x32(acc: &[[__m512; 2]; 12], c: *mut f32, ldc: usize, add: bool) {
         for (r, acc) in acc.iter().enumerate() {
             unsafe {
                 let row = c.add(r * ldc);
-                _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), acc[0]));
-                _mm512_storeu_ps(
-                    row.add(16),
-                    _mm512_add_ps(_mm512_loadu_ps(row.add(16)), acc[1]),
-                );
+                let (mut v0, mut v1) = (acc[0], acc[1]);
+                if add {
+                    v0 = _mm512_add_ps(_mm512_loadu_ps(row), v0);
+                    v1 = _mm512_add_ps(_mm512_loadu_ps(row.add(16)), v1);
+                }
+                _mm512_storeu_ps(row, v0);
+                _mm512_storeu_ps(row.add(16), v1);
             }
         }
     }
 
     /// 6 × 16 f32 tile with AVX2 FMA: 12 accumulators.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn f32_6x16(steps: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize) {
+    pub unsafe fn f32_6x16(
+        steps: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        add: bool,
+    ) {
         let mut acc = [[_mm256_setzero_ps(); 2]; 6];
         for s in 0..steps {
             let (b0, b1) = unsafe {
@@ -428,11 +690,13 @@ mod x86 {
         for (r, acc) in acc.iter().enumerate() {
             unsafe {
                 let row = c.add(r * ldc);
-                _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), acc[0]));
-                _mm256_storeu_ps(
-                    row.add(8),
-                    _mm256_add_ps(_mm256_loadu_ps(row.add(8)), acc[1]),
-                );
+                let (mut v0, mut v1) = (acc[0], acc[1]);
+                if add {
+                    v0 = _mm256_add_ps(_mm256_loadu_ps(row), v0);
+                    v1 = _mm256_add_ps(_mm256_loadu_ps(row.add(8)), v1);
+                }
+                _mm256_storeu_ps(row, v0);
+                _mm256_storeu_ps(row.add(8), v1);
             }
         }
     }
@@ -440,13 +704,24 @@ mod x86 {
     /// 12 × 32 tile from bf16 pairs with AVX512-BF16: each `vdpbf16ps` adds two products per lane into
     /// f32. A words hold (a[r, 2s], a[r, 2s+1]); B words hold (b[2s, j], b[2s+1, j]).
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn bf16_12x32(steps: usize, a: *const u32, b: *const u32, c: *mut f32, ldc: usize) {
+    pub unsafe fn bf16_12x32(
+        steps: usize,
+        a: *const u32,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+        add: bool,
+    ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; 12];
         for s in 0..steps {
             let (b0, b1): (__m512bh, __m512bh) = unsafe {
                 (
-                    std::mem::transmute(_mm512_loadu_si512(b.add(s * 32).cast())),
-                    std::mem::transmute(_mm512_loadu_si512(b.add(s * 32 + 16).cast())),
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        b.add(s * 32).cast(),
+                    )),
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        b.add(s * 32 + 16).cast(),
+                    )),
                 )
             };
             for (r, acc) in acc.iter_mut().enumerate() {
@@ -456,15 +731,6 @@ mod x86 {
                 acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            unsafe {
-                let row = c.add(r * ldc);
-                _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), acc[0]));
-                _mm512_storeu_ps(
-                    row.add(16),
-                    _mm512_add_ps(_mm512_loadu_ps(row.add(16)), acc[1]),
-                );
-            }
-        }
+        unsafe { store_12x32(&acc, c, ldc, add) }
     }
 }
