@@ -13,6 +13,11 @@ pub trait TensorLike {
     fn tensor(&self) -> Tensor<Self::Elem>;
     /// The value in type `T` (a `Param` uses its cast cache; casting to the same type copies nothing).
     fn cast_to<T: Float>(&self) -> Tensor<T>;
+    /// The value, if it is an f32 tensor whose cast an op may fuse into its own work (a `Param` is not:
+    /// its casts come from its cache).
+    fn deferrable_f32(&self) -> Option<Tensor<f32>> {
+        None
+    }
 }
 
 impl<E: Float> TensorLike for Tensor<E> {
@@ -22,6 +27,9 @@ impl<E: Float> TensorLike for Tensor<E> {
     }
     fn cast_to<T: Float>(&self) -> Tensor<T> {
         self.cast::<T>()
+    }
+    fn deferrable_f32(&self) -> Option<Tensor<f32>> {
+        crate::element::AnyTensor::from(self.clone()).downcast::<f32>()
     }
 }
 
@@ -47,6 +55,9 @@ macro_rules! tensor_like_through {
             }
             fn cast_to<T: Float>(&self) -> Tensor<T> {
                 (**self).cast_to::<T>()
+            }
+            fn deferrable_f32(&self) -> Option<Tensor<f32>> {
+                (**self).deferrable_f32()
             }
         }
     )*};

@@ -56,7 +56,7 @@ impl<P: Policy, X: TensorLike> LowTensor for Probe<P, X> {
     type Out = Low<<X::Elem as Float>::Low<P>>;
     #[inline(always)]
     fn __amp_low(&self) -> Self::Out {
-        Low(self.take().cast_to())
+        Low::new(&self.take())
     }
 }
 

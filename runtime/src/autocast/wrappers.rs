@@ -7,12 +7,59 @@ use super::operand::{TensorLike, cast_opt};
 use crate::element::{Float, Promote};
 use crate::ops::Pair;
 use crate::tensor::Tensor;
+use amp_kernels::DType;
 use amp_kernels::cpu::Binary;
+use std::cell::OnceCell;
 use std::ops::Deref;
 
 /// A receiver of a low-precision op (matmul, bmm, linear, conv1d, conv2d, attention), cast to the
 /// policy's low type `T`.
-pub struct Low<T: Float>(pub(crate) Tensor<T>);
+///
+/// An f32 tensor receiver is kept as it is until an op needs its cast: `linear` rounds it inside the
+/// GEMM instead (no converted copy of the activation); every other op casts it on first use.
+pub struct Low<T: Float> {
+    /// The receiver in `T` (filled on first use when `wide` holds the receiver).
+    cast: OnceCell<Tensor<T>>,
+    /// An f32 receiver whose cast is deferred.
+    wide: Option<Tensor<f32>>,
+}
+
+impl<T: Float> Low<T> {
+    /// Wraps a receiver: one that `linear` can round while packing (an f32 tensor bound for bf16 or
+    /// f16) is kept as it is; anything else is cast now (a `Param` through its cast cache).
+    pub(crate) fn new<X: TensorLike + ?Sized>(x: &X) -> Self {
+        if let Some(wide) = x.deferrable_f32()
+            && matches!(T::DTYPE, DType::BF16 | DType::F16)
+        {
+            return Low {
+                cast: OnceCell::new(),
+                wide: Some(wide),
+            };
+        }
+        Low {
+            cast: OnceCell::from(x.cast_to::<T>()),
+            wide: None,
+        }
+    }
+
+    /// The receiver in `T`.
+    fn low(&self) -> &Tensor<T> {
+        self.cast.get_or_init(|| {
+            self.wide
+                .as_ref()
+                .expect("a Low holds its cast or its f32 receiver")
+                .cast::<T>()
+        })
+    }
+}
+
+impl<T: Float> Deref for Low<T> {
+    type Target = Tensor<T>;
+    #[inline(always)]
+    fn deref(&self) -> &Tensor<T> {
+        self.low()
+    }
+}
 
 /// A receiver of an f32-class op, cast to f32 (`T` is f64 for f64 tensors, which are never cast).
 pub struct Full<T: Float>(pub(crate) Tensor<T>);
@@ -31,30 +78,34 @@ macro_rules! deref_to_tensor {
         }
     )*};
 }
-deref_to_tensor!(Low, Full, Keep);
+deref_to_tensor!(Full, Keep);
 
 impl<T: Float> Low<T> {
     /// [`Tensor::matmul`] with `other` cast to `T`.
     #[track_caller]
     pub fn matmul<O: TensorLike + ?Sized>(&self, other: &O) -> Tensor<T> {
-        self.0.matmul(&other.cast_to::<T>())
+        self.low().matmul(&other.cast_to::<T>())
     }
 
     /// [`Tensor::bmm`] with `other` cast to `T`.
     #[track_caller]
     pub fn bmm<O: TensorLike + ?Sized>(&self, other: &O) -> Tensor<T> {
-        self.0.bmm(&other.cast_to::<T>())
+        self.low().bmm(&other.cast_to::<T>())
     }
 
-    /// [`Tensor::linear`] with weight and bias cast to `T` (a `Param` through its cast cache).
+    /// [`Tensor::linear`] with weight and bias cast to `T` (a `Param` through its cast cache); an f32
+    /// receiver is rounded to `T` inside the GEMM rather than copied.
     #[track_caller]
     pub fn linear<W: TensorLike + ?Sized, B: TensorLike + ?Sized>(
         &self,
         weight: &W,
         bias: Option<&B>,
     ) -> Tensor<T> {
-        self.0
-            .linear(&weight.cast_to::<T>(), cast_opt::<T, B>(bias).as_ref())
+        let (weight, bias) = (weight.cast_to::<T>(), cast_opt::<T, B>(bias));
+        match (&self.wide, self.cast.get()) {
+            (Some(x), None) => x.linear_in(&weight, bias.as_ref()),
+            _ => self.low().linear(&weight, bias.as_ref()),
+        }
     }
 
     /// [`Tensor::conv2d`] with weight and bias cast to `T`.
@@ -66,7 +117,7 @@ impl<T: Float> Low<T> {
         stride: impl Pair,
         padding: impl Pair,
     ) -> Tensor<T> {
-        self.0.conv2d(
+        self.low().conv2d(
             &weight.cast_to::<T>(),
             cast_opt::<T, B>(bias).as_ref(),
             stride,
@@ -83,7 +134,7 @@ impl<T: Float> Low<T> {
         stride: usize,
         padding: usize,
     ) -> Tensor<T> {
-        self.0.conv1d(
+        self.low().conv1d(
             &weight.cast_to::<T>(),
             cast_opt::<T, B>(bias).as_ref(),
             stride,
@@ -99,7 +150,7 @@ impl<T: Float> Low<T> {
         value: &V,
         causal: bool,
     ) -> Tensor<T> {
-        self.0
+        self.low()
             .attention(&key.cast_to::<T>(), &value.cast_to::<T>(), causal)
     }
 }

@@ -84,7 +84,9 @@ impl<E: Float> Layer<Tensor<E>> for Linear {
 
     #[track_caller]
     fn forward_under<P: Policy>(&self, input: &Tensor<E>) -> Self::Out<P> {
-        self.forward(&input.cast::<E::Low<P>>())
+        // An f32 input is rounded while the GEMM packs it (no cast copy of the activation).
+        let bias = self.bias.as_ref().map(Param::get::<E::Low<P>>);
+        input.linear_in(&self.weight.get::<E::Low<P>>(), bias.as_ref())
     }
 }
 

@@ -2,10 +2,12 @@
 //! accumulation in f32 (f64 for f64). Transposes in the backward pass are flags, not copies.
 
 use crate::autograd::grad_if;
+use crate::element::AnyTensor;
 use crate::element::Float;
 use crate::ops::buffer;
 use crate::shape::{broadcast_shapes, numel};
 use crate::tensor::Tensor;
+use amp_kernels::DType;
 use amp_kernels::cpu::{self, GemmSpec};
 
 /// Whether two batch shapes broadcast together (aligned at the right, each dimension equal or 1).
@@ -18,9 +20,39 @@ fn batches_broadcast(a: &[usize], b: &[usize]) -> bool {
 
 /// Runs one GEMM into a fresh buffer.
 pub(crate) fn gemm_new<T: Float, O: Float>(spec: GemmSpec, a: &[T], b: &[T]) -> Vec<O> {
+    gemm_mixed_new(spec, a, b)
+}
+
+/// Runs one GEMM of operands of different types into a fresh buffer (the wider operand is rounded to
+/// the narrower type while it is packed).
+pub(crate) fn gemm_mixed_new<A: Float, B: Float, O: Float>(
+    spec: GemmSpec,
+    a: &[A],
+    b: &[B],
+) -> Vec<O> {
     let mut c = buffer::<O>(spec.batch * spec.m * spec.n);
-    cpu::gemm(&spec, a, b, &mut c);
+    cpu::gemm_mixed(&spec, a, b, &mut c);
     c
+}
+
+/// Panics (naming the op and the shapes) unless an input `[..., in]`, a weight `[out, in]` and a bias
+/// `[out]` fit together.
+#[track_caller]
+fn check_linear(sx: &[usize], sw: &[usize], bias: Option<&[usize]>) {
+    if sw.len() != 2 || sx.is_empty() || sx[sx.len() - 1] != sw[1] {
+        panic!(
+            "linear: input of shape {sx:?} does not match weight of shape {sw:?} (expected [..., {}] and [out, in])",
+            sw.get(1).copied().unwrap_or(0)
+        );
+    }
+    if let Some(b) = bias
+        && b != [sw[0]]
+    {
+        panic!(
+            "linear: bias of shape {b:?} does not match weight of shape {sw:?} (expected [{}])",
+            sw[0]
+        );
+    }
 }
 
 /// A batched spec: `a` is `m × k` (or stored `k × m` with `a_trans`), `b` is `k × n` (or `n × k`).
@@ -193,21 +225,7 @@ impl<E: Float> Tensor<E> {
     #[track_caller]
     pub fn linear(&self, weight: &Tensor<E>, bias: Option<&Tensor<E>>) -> Tensor<E> {
         let (sx, sw) = (self.shape(), weight.shape());
-        if sw.len() != 2 || sx.is_empty() || sx[sx.len() - 1] != sw[1] {
-            panic!(
-                "linear: input of shape {sx:?} does not match weight of shape {sw:?} (expected [..., {}] and [out, in])",
-                sw.get(1).copied().unwrap_or(0)
-            );
-        }
-        if let Some(b) = bias
-            && b.shape() != [sw[0]]
-        {
-            panic!(
-                "linear: bias of shape {:?} does not match weight of shape {sw:?} (expected [{}])",
-                b.shape(),
-                sw[0]
-            );
-        }
+        check_linear(sx, sw, bias.map(Tensor::shape));
         crate::autocast::trace_low_op("linear", E::DTYPE);
         let (out_f, in_f) = (sw[0], sw[1]);
         let rows = numel(&sx[..sx.len() - 1]);
@@ -249,5 +267,83 @@ impl<E: Float> Tensor<E> {
             Some(b) => y.binary_same(b, amp_kernels::cpu::Binary::Add, "linear"),
             None => y,
         }
+    }
+}
+
+impl Tensor<f32> {
+    /// [`linear`](Tensor::linear) of this f32 input with a `T` weight (bf16 or f16), computed in `T` with
+    /// f32 accumulation: what `self.cast::<T>().linear(weight, bias)` computes, but the input is rounded
+    /// to `T` while the GEMM packs it, so no converted copy of the activation is made, in the forward
+    /// pass or for the weight's gradient. The input's gradient is computed from `T` operands straight
+    /// into f32 (the unfused path would round it to `T` first, then widen it).
+    #[track_caller]
+    pub(crate) fn linear_rounding_to<T: Float>(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+    ) -> Tensor<T> {
+        let (sx, sw) = (self.shape(), weight.shape());
+        check_linear(sx, sw, bias.map(Tensor::shape));
+        crate::autocast::trace_low_op("linear", T::DTYPE);
+        let (out_f, in_f) = (sw[0], sw[1]);
+        let rows = numel(&sx[..sx.len() - 1]);
+        let y: Vec<T> = gemm_mixed_new(
+            spec(1, rows, out_f, in_f, (false, true), (0, 0)),
+            self.data(),
+            weight.data(),
+        );
+        let mut shape = sx.to_vec();
+        *shape.last_mut().expect("checked non-empty") = out_f;
+        let (x, w) = (self.detach(), weight.detach());
+        let y = Tensor::record_vec(
+            "linear",
+            y,
+            shape,
+            &[self.node(), weight.node()],
+            move |g: &Tensor<T>, needs| {
+                vec![
+                    grad_if(needs[0], || {
+                        let d: Vec<f32> = gemm_new(
+                            spec(1, rows, in_f, out_f, (false, false), (0, 0)),
+                            g.data(),
+                            w.data(),
+                        );
+                        Tensor::from_data(d, x.shape().to_vec())
+                    }),
+                    grad_if(needs[1], || {
+                        let d: Vec<T> = gemm_mixed_new(
+                            spec(1, out_f, in_f, rows, (true, false), (0, 0)),
+                            g.data(),
+                            x.data(),
+                        );
+                        Tensor::from_data(d, vec![out_f, in_f])
+                    }),
+                ]
+            },
+        );
+        match bias {
+            Some(b) => y.binary_same(b, amp_kernels::cpu::Binary::Add, "linear"),
+            None => y,
+        }
+    }
+}
+
+impl<E: Float> Tensor<E> {
+    /// `self.cast::<T>().linear(weight, bias)`, except that an f32 input meeting a bf16 or f16 weight is
+    /// rounded to `T` inside the GEMM ([`linear_rounding_to`](Tensor::linear_rounding_to)) instead of
+    /// being copied first. Autocast's `linear` and the [`Linear`](crate::nn::Linear) layer run through it.
+    #[track_caller]
+    pub(crate) fn linear_in<T: Float>(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+    ) -> Tensor<T> {
+        if E::DTYPE == DType::F32 && matches!(T::DTYPE, DType::BF16 | DType::F16) {
+            let x = AnyTensor::from(self.clone())
+                .downcast::<f32>()
+                .expect("E is f32");
+            return x.linear_rounding_to(weight, bias);
+        }
+        self.cast::<T>().linear(weight, bias)
     }
 }
