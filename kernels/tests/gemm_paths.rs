@@ -55,10 +55,28 @@ fn as_computed<T: Elem>(v: f64, compute: &str) -> f64 {
 
 /// Checks `gemm_mixed::<TA, TB, O>` on every shape and flag combination at the current level.
 fn check<TA: Float, TB: Float, O: Float>(level: Isa, compute: &str, out_tol: f64) {
+    check_on::<TA, TB, O>(
+        &SHAPES,
+        &[(1, false, false), (3, true, true)],
+        level,
+        compute,
+        out_tol,
+    );
+}
+
+/// Checks `gemm_mixed::<TA, TB, O>` on `shapes`, both transposition flags, and each (batch, B shared
+/// by the batch, accumulate) variant.
+fn check_on<TA: Float, TB: Float, O: Float>(
+    shapes: &[(usize, usize, usize)],
+    variants: &[(usize, bool, bool)],
+    level: Isa,
+    compute: &str,
+    out_tol: f64,
+) {
     let mut rng = Rng::new(17);
-    for &(m, n, k) in &SHAPES {
+    for &(m, n, k) in shapes {
         for (a_trans, b_trans) in [(false, false), (false, true), (true, false), (true, true)] {
-            for (batch, broadcast_b, accumulate) in [(1, false, false), (3, true, true)] {
+            for &(batch, broadcast_b, accumulate) in variants {
                 let spec = GemmSpec {
                     batch,
                     m,
@@ -129,6 +147,21 @@ fn same_type_products_on_every_path() {
         check::<f32, f32, f32>(level, "f32", 0.0);
         check::<f16, f16, f32>(level, "f16", 0.0);
         check::<bf16, bf16, f32>(level, "bf16", 0.0);
+    });
+}
+
+/// Products big enough to run in parallel: many row blocks sharing one packed B (300 rows), few rows
+/// with columns split into runs (24 and 130 rows), several depth slices (k = 600 in f32 and bf16 pairs),
+/// and batches spread over threads.
+#[test]
+fn parallel_products_on_every_path() {
+    const PARALLEL_SHAPES: [(usize, usize, usize); 3] =
+        [(130, 150, 300), (300, 64, 260), (24, 400, 600)];
+    for_each_level(|level| {
+        let variants = [(1, false, false), (2, false, true)];
+        check_on::<f32, f32, f32>(&PARALLEL_SHAPES, &variants, level, "f32", 0.0);
+        let single = [(1, false, false)];
+        check_on::<f32, bf16, bf16>(&PARALLEL_SHAPES, &single, level, "bf16", 2f64.powi(-8));
     });
 }
 

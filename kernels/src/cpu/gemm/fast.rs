@@ -18,6 +18,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::LocalKey;
 
 /// Rows per task (a multiple of every microkernel's MR): its packed A slice (`MC × KC_WORDS` words,
@@ -32,8 +33,10 @@ const PARALLEL_FLOPS: f64 = 4.0e6;
 thread_local! {
     /// Packed A rows of the task running on this thread.
     static PACK_A: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
-    /// Packed B slice of the product this thread drives (read by every thread while it runs).
+    /// Packed B of the product this thread drives (written and read by every thread while it runs).
     static PACK_B: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// Which panels of that packed B are ready (see `PackedB`).
+    static PANEL_STATE: RefCell<Vec<AtomicU8>> = const { RefCell::new(Vec::new()) };
     /// f32 accumulator for products whose C is not f32.
     static ACCUMULATOR: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -41,7 +44,7 @@ thread_local! {
 /// Runs `f` on this thread's buffer `key`, grown to at least `len` elements (never shrunk, so warm calls do
 /// not allocate). If the buffer is already in use further up this thread's stack (a rayon worker that
 /// picked up a second product while waiting inside the first), a temporary buffer is used instead.
-fn with_buffer<T: Copy + Default + 'static, R>(
+fn with_buffer<T: Default + 'static, R>(
     key: &'static LocalKey<RefCell<Vec<T>>>,
     len: usize,
     f: impl FnOnce(&mut [T]) -> R,
@@ -49,11 +52,11 @@ fn with_buffer<T: Copy + Default + 'static, R>(
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => {
             if v.len() < len {
-                v.resize(len, T::default());
+                v.resize_with(len, T::default);
             }
             f(&mut v[..len])
         }
-        Err(_) => f(&mut vec![T::default(); len]),
+        Err(_) => f(&mut (0..len).map(|_| T::default()).collect::<Vec<T>>()),
     })
 }
 
@@ -306,6 +309,14 @@ fn interleave(
     dst: &mut [u32],
     pr: usize,
 ) {
+    // Whole panels of the microkernels' heights get a loop the compiler unrolls.
+    match (live == pr, pr) {
+        (true, 12) => return interleave_whole::<12>(rows, len, dst),
+        (true, 32) => return interleave_whole::<32>(rows, len, dst),
+        (true, 6) => return interleave_whole::<6>(rows, len, dst),
+        (true, 16) => return interleave_whole::<16>(rows, len, dst),
+        _ => {}
+    }
     for (s, step) in dst.chunks_exact_mut(pr).enumerate().take(len) {
         for (r, word) in step.iter_mut().enumerate() {
             // SAFETY: the caller wrote steps 0..len of rows 0..live.
@@ -314,6 +325,22 @@ fn interleave(
             } else {
                 0
             };
+        }
+    }
+}
+
+/// [`interleave`] of a panel whose `PR` rows are all live.
+#[inline(always)]
+fn interleave_whole<const PR: usize>(
+    rows: &[[MaybeUninit<u32>; CHUNK]; MAX_PANEL_ROWS],
+    len: usize,
+    dst: &mut [u32],
+) {
+    for (s, step) in dst.chunks_exact_mut(PR).enumerate().take(len) {
+        let step: &mut [u32; PR] = step.try_into().expect("chunks of PR");
+        for (r, word) in step.iter_mut().enumerate() {
+            // SAFETY: the caller wrote steps 0..len of every row.
+            *word = unsafe { rows[r][s].assume_init() };
         }
     }
 }
@@ -354,13 +381,13 @@ pub(super) fn gemm<TA: Float, TB: Float, O: Float>(
         );
     };
     let per_product = 2.0 * (m * n) as f64 * k as f64;
-    if spec.flops() < PARALLEL_FLOPS {
+    let threads = rayon::current_num_threads();
+    if spec.flops() < PARALLEL_FLOPS || threads == 1 {
         for (bi, c) in c.chunks_mut(m * n).enumerate() {
             one(bi, c, false);
         }
         return;
     }
-    let threads = rayon::current_num_threads();
     if spec.batch > 1 && spec.batch >= threads {
         // Enough products to give every thread whole ones: no synchronisation inside a product.
         c.par_chunks_mut(m * n)
@@ -375,8 +402,8 @@ pub(super) fn gemm<TA: Float, TB: Float, O: Float>(
 
 /// One product `C (m × n) = A · B` (or `+=`), in parallel across threads when `parallel`.
 ///
-/// The packed-B and accumulator buffers belong to the calling thread and are taken before the work
-/// enters the thread pool, so the same buffers serve every call from this thread.
+/// The packed-B, panel-state and accumulator buffers belong to the calling thread and are taken before
+/// the work enters the thread pool, so the same buffers serve every call from this thread.
 #[allow(clippy::too_many_arguments)]
 fn product<TA: Float, TB: Float, O: Float>(
     kernel: Kernel,
@@ -388,31 +415,42 @@ fn product<TA: Float, TB: Float, O: Float>(
     c: &mut [O],
     parallel: bool,
 ) {
-    let (_, nr) = kernel.tile();
-    let b_len = n.div_ceil(nr) * nr * KC_WORDS.min(k.div_ceil(kernel.k_per_word()));
+    let layout = PackedB::layout(kernel, n, k);
     let dims = (m, n, k);
-    with_buffer(&PACK_B, b_len, |bp| {
-        if O::DTYPE == DType::F32 {
-            let c = crate::cpu::same_type_slice_mut::<O, f32>(c);
-            return in_pool(parallel, || {
-                slices(kernel, compute, a, b, dims, accumulate, c, bp, parallel)
-            });
-        }
-        with_buffer(&ACCUMULATOR, m * n, |acc| {
-            in_pool(parallel, || {
-                slices(kernel, compute, a, b, dims, false, acc, bp, parallel);
-                let finish = |(out, v): (&mut O, &f32)| {
-                    *out = if accumulate {
-                        O::from_f32(out.to_f32() + v)
+    with_buffer(&PACK_B, layout.words(), |bp| {
+        with_buffer(&PANEL_STATE, layout.panels(), |state| {
+            for panel in state.iter_mut() {
+                *panel.get_mut() = UNPACKED;
+            }
+            let packed_b = PackedB {
+                words: SharedWords(bp.as_mut_ptr()),
+                state,
+                layout,
+            };
+            if O::DTYPE == DType::F32 {
+                let c = crate::cpu::same_type_slice_mut::<O, f32>(c);
+                return in_pool(parallel, || {
+                    tasks(
+                        kernel, compute, a, b, &packed_b, dims, accumulate, c, parallel,
+                    )
+                });
+            }
+            with_buffer(&ACCUMULATOR, m * n, |acc| {
+                in_pool(parallel, || {
+                    tasks(kernel, compute, a, b, &packed_b, dims, false, acc, parallel);
+                    let finish = |(out, v): (&mut O, &f32)| {
+                        *out = if accumulate {
+                            O::from_f32(out.to_f32() + v)
+                        } else {
+                            O::from_f32(*v)
+                        }
+                    };
+                    if parallel {
+                        c.par_iter_mut().zip(acc.par_iter()).for_each(finish);
                     } else {
-                        O::from_f32(*v)
+                        c.iter_mut().zip(acc.iter()).for_each(finish);
                     }
-                };
-                if parallel {
-                    c.par_iter_mut().zip(acc.par_iter()).for_each(finish);
-                } else {
-                    c.iter_mut().zip(acc.iter()).for_each(finish);
-                }
+                })
             })
         })
     });
@@ -429,152 +467,225 @@ fn in_pool<R: Send>(parallel: bool, f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// Walks the contraction slice by slice into the f32 accumulator `out` (`m × n`, row-major): the first
-/// slice stores unless `accumulate`, later slices add. `bp_all` holds one packed slice of B.
+/// Where each packed B panel of each depth slice lives: slice `p`, panel `j` at word
+/// `(p · panels + j) · NR · KC_WORDS`.
+#[derive(Clone, Copy)]
+struct BLayout {
+    nr: usize,
+    n_panels: usize,
+    n_slices: usize,
+}
+
+/// A panel no task has started packing.
+const UNPACKED: u8 = 0;
+/// A panel some task is packing now.
+const PACKING: u8 = 1;
+/// A panel ready to read.
+const PACKED: u8 = 2;
+
+/// The packed form of all of B, filled panel by panel by whichever task needs a panel first: every
+/// panel is packed once per product, and no task waits for a whole slice to be packed (no barrier).
+struct PackedB<'a> {
+    words: SharedWords,
+    state: &'a [AtomicU8],
+    layout: BLayout,
+}
+
+/// A raw pointer to the packed-B words: each panel is written by the one task that won its `PACKING`
+/// state, and read only after its `PACKED` state is seen.
+#[derive(Clone, Copy)]
+struct SharedWords(*mut u32);
+// SAFETY: access is coordinated by the panel states (see `PackedB::panel`).
+unsafe impl Send for SharedWords {}
+// SAFETY: as above.
+unsafe impl Sync for SharedWords {}
+
+impl PackedB<'_> {
+    fn layout(kernel: Kernel, n: usize, k: usize) -> BLayout {
+        let (_, nr) = kernel.tile();
+        BLayout {
+            nr,
+            n_panels: n.div_ceil(nr),
+            n_slices: k.div_ceil(KC_WORDS * kernel.k_per_word()),
+        }
+    }
+
+    /// Panel `jr` of slice `slice` (depth `pc..pc+kc`, `steps` words deep), packed now if no task has
+    /// packed it yet, or once the task packing it finishes.
+    #[allow(clippy::too_many_arguments)]
+    fn panel<TB: Float>(
+        &self,
+        b: Source<TB>,
+        (kernel, compute): (Kernel, DType),
+        n: usize,
+        slice: usize,
+        jr: usize,
+        (pc, kc, steps): (usize, usize, usize),
+    ) -> &[u32] {
+        let BLayout { nr, n_panels, .. } = self.layout;
+        let index = slice * n_panels + jr;
+        let state = &self.state[index];
+        // SAFETY: the range lies inside the buffer (`BLayout::words`); it is written only by the task
+        // that moves its state from UNPACKED to PACKING, and read only after the state is PACKED
+        // (the Release store after packing pairs with the Acquire loads).
+        let words = unsafe {
+            std::slice::from_raw_parts_mut(self.words.0.add(index * nr * KC_WORDS), nr * steps)
+        };
+        match state.compare_exchange(UNPACKED, PACKING, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => {
+                let first = jr * nr;
+                let per = kernel.k_per_word();
+                pack(words, nr, per, compute, b, first, nr.min(n - first), pc, kc);
+                state.store(PACKED, Ordering::Release);
+            }
+            Err(_) => {
+                // Another task is packing it (a few microseconds, and it cannot be waiting on us).
+                while state.load(Ordering::Acquire) != PACKED {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        words
+    }
+}
+
+impl BLayout {
+    fn panels(&self) -> usize {
+        self.n_slices * self.n_panels
+    }
+
+    fn words(&self) -> usize {
+        self.panels() * self.nr * KC_WORDS
+    }
+}
+
+/// Splits the product into tasks and runs them: a task is a block of rows × a run of B panels, walking
+/// the whole contraction slice by slice into the f32 accumulator `out` (`m × n`, row-major; the first
+/// slice stores unless `accumulate`, later slices add).
 #[allow(clippy::too_many_arguments)]
-fn slices<TA: Float, TB: Float>(
+fn tasks<TA: Float, TB: Float>(
     kernel: Kernel,
     compute: DType,
     a: Source<TA>,
     b: Source<TB>,
+    packed_b: &PackedB,
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
     out: &mut [f32],
-    bp_all: &mut [u32],
     parallel: bool,
 ) {
-    let (mr, nr) = kernel.tile();
-    let per = kernel.k_per_word();
-    let kc_max = KC_WORDS * per;
-    let n_panels = n.div_ceil(nr);
-    // Row blocks of at most MC rows with equal tile counts (±1), as many as a multiple of the thread
-    // count, so rayon can balance them; columns are split too only when rows alone are too few.
+    let (mr, _) = kernel.tile();
+    let n_panels = packed_b.layout.n_panels;
     let threads = if parallel {
         rayon::current_num_threads()
     } else {
         1
     };
+    // Row blocks of at most MC rows with equal tile counts (±1), as many as a multiple of the thread
+    // count, so rayon can balance them; with few rows (a small batch), columns are split too, into runs
+    // that each re-pack only their block's few rows of A.
     let tiles = m.div_ceil(mr);
     let row_blocks = tiles.div_ceil(MC / mr).next_multiple_of(threads).min(tiles);
-    let column_runs = (2 * threads).div_ceil(row_blocks).clamp(1, n_panels);
-    let column_runs = if row_blocks >= threads {
+    let column_runs = if row_blocks >= 2 * threads {
         1
     } else {
-        column_runs
+        (2 * threads).div_ceil(row_blocks).min(n_panels)
     };
     let panels_per_run = n_panels.div_ceil(column_runs);
     let column_runs = n_panels.div_ceil(panels_per_run);
     let out = SharedOut(out.as_mut_ptr());
-    {
-        for pc in (0..k).step_by(kc_max) {
-            let kc = kc_max.min(k - pc);
-            let steps = kc.div_ceil(per);
-            let bp = &mut bp_all[..n_panels * nr * steps];
-            let panels_per_part = n_panels.div_ceil(threads);
-            let pack_part = |(part, dst): (usize, &mut [u32])| {
-                let first = part * panels_per_part * nr;
-                let rows = (n - first).min(panels_per_part * nr);
-                pack(dst, nr, per, compute, b, first, rows, pc, kc);
-            };
-            if parallel {
-                bp.par_chunks_mut(panels_per_part * nr * steps)
-                    .enumerate()
-                    .for_each(pack_part);
-            } else {
-                pack_part((0, bp));
-            }
-            let bp = &*bp;
-            let add = accumulate || pc > 0;
-            let task = |t: usize| {
-                let (block, run) = (t / column_runs, t % column_runs);
-                let first_tile = block * tiles / row_blocks;
-                let end_tile = (block + 1) * tiles / row_blocks;
-                let rows = first_tile * mr..m.min(end_tile * mr);
-                let panels = run * panels_per_run..n_panels.min((run + 1) * panels_per_run);
-                run_task(
-                    kernel,
-                    compute,
-                    a,
-                    rows,
-                    panels,
-                    (pc, kc),
-                    bp,
-                    out,
-                    (m, n),
-                    add,
-                );
-            };
-            let tasks = row_blocks * column_runs;
-            if parallel {
-                (0..tasks).into_par_iter().for_each(task);
-            } else {
-                (0..tasks).for_each(task);
-            }
-        }
+    let task = |t: usize| {
+        let (block, run) = (t / column_runs, t % column_runs);
+        let (first, end) = (block * tiles / row_blocks, (block + 1) * tiles / row_blocks);
+        let rows = first * mr..m.min(end * mr);
+        let panels = run * panels_per_run..n_panels.min((run + 1) * panels_per_run);
+        run_task(
+            kernel,
+            compute,
+            a,
+            b,
+            packed_b,
+            rows,
+            panels,
+            (m, n, k),
+            accumulate,
+            out,
+        );
+    };
+    let count = row_blocks * column_runs;
+    if parallel {
+        (0..count).into_par_iter().for_each(task);
+    } else {
+        (0..count).for_each(task);
     }
 }
 
-/// Packs `rows` of A for the depth slice `pc..pc+kc` and runs the microkernel over every tile of those rows
-/// × the B `panels`, storing into (or adding to, with `add`) the f32 accumulator `out` (`m × n`).
+/// Computes `rows` × the B `panels` of the product: for each depth slice, packs those rows of A, then for
+/// each panel (packed on first use) runs the microkernel over every tile, storing into (first slice,
+/// unless `accumulate`) or adding to the f32 accumulator `out` (`m × n`).
 #[allow(clippy::too_many_arguments)]
-fn run_task<TA: Float>(
+fn run_task<TA: Float, TB: Float>(
     kernel: Kernel,
     compute: DType,
     a: Source<TA>,
+    b: Source<TB>,
+    packed_b: &PackedB,
     rows: std::ops::Range<usize>,
     panels: std::ops::Range<usize>,
-    (pc, kc): (usize, usize),
-    bp: &[u32],
+    (m, n, k): (usize, usize, usize),
+    accumulate: bool,
     out: SharedOut,
-    (m, n): (usize, usize),
-    add: bool,
 ) {
     let (mr, nr) = kernel.tile();
     let per = kernel.k_per_word();
-    let steps = kc.div_ceil(per);
     let mc = rows.len();
     let mc_pad = mc.div_ceil(mr) * mr;
     // Always the largest size a task can need: which worker runs which block varies from call to call,
     // so growing on demand could allocate long after warm-up.
     with_buffer(&PACK_A, MC * KC_WORDS, |ap| {
-        let ap = &mut ap[..mc_pad * steps];
-        pack(ap, mr, per, compute, a, rows.start, mc, pc, kc);
-        for jr in panels {
-            let bpanel = &bp[jr * nr * steps..][..nr * steps];
-            let col = jr * nr;
-            let live_cols = nr.min(n - col);
-            for (ir, apanel) in ap.chunks_exact(mr * steps).enumerate() {
-                let row = rows.start + ir * mr;
-                let live_rows = mr.min(m - row);
-                if live_rows == mr && live_cols == nr {
-                    // SAFETY: the whole tile (rows row..row+mr, columns col..col+nr) lies inside the
-                    // m × n accumulator, and only this task writes these rows and columns.
-                    unsafe {
-                        microkernel(
-                            kernel,
-                            steps,
-                            apanel,
-                            bpanel,
-                            out.0.add(row * n + col),
-                            n,
-                            add,
-                        )
-                    };
-                } else {
-                    // An edge tile: compute the whole tile aside, keep its live part.
-                    let mut tile = [0f32; 12 * 32];
-                    // SAFETY: `tile` holds mr × nr values with row stride nr.
-                    unsafe {
-                        microkernel(kernel, steps, apanel, bpanel, tile.as_mut_ptr(), nr, false)
-                    };
-                    for r in 0..live_rows {
-                        for j in 0..live_cols {
-                            // SAFETY: (row + r, col + j) is inside the accumulator and owned by this
-                            // task.
-                            unsafe {
-                                let dst = out.0.add((row + r) * n + col + j);
-                                let v = tile[r * nr + j];
-                                *dst = if add { *dst + v } else { v };
+        for (slice, pc) in (0..k).step_by(KC_WORDS * per).enumerate() {
+            let kc = (KC_WORDS * per).min(k - pc);
+            let steps = kc.div_ceil(per);
+            let add = accumulate || pc > 0;
+            let ap = &mut ap[..mc_pad * steps];
+            pack(ap, mr, per, compute, a, rows.start, mc, pc, kc);
+            for jr in panels.clone() {
+                let bpanel = packed_b.panel(b, (kernel, compute), n, slice, jr, (pc, kc, steps));
+                let col = jr * nr;
+                let live_cols = nr.min(n - col);
+                for (ir, apanel) in ap.chunks_exact(mr * steps).enumerate() {
+                    let row = rows.start + ir * mr;
+                    let live_rows = mr.min(m - row);
+                    if live_rows == mr && live_cols == nr {
+                        // SAFETY: the whole tile (rows row..row+mr, columns col..col+nr) lies inside
+                        // the m × n accumulator, and only this task writes these rows and columns.
+                        unsafe {
+                            microkernel(
+                                kernel,
+                                steps,
+                                apanel,
+                                bpanel,
+                                out.0.add(row * n + col),
+                                n,
+                                add,
+                            )
+                        };
+                    } else {
+                        // An edge tile: compute the whole tile aside, keep its live part.
+                        let mut tile = [0f32; 12 * 32];
+                        // SAFETY: `tile` holds mr × nr values with row stride nr.
+                        unsafe {
+                            microkernel(kernel, steps, apanel, bpanel, tile.as_mut_ptr(), nr, false)
+                        };
+                        for r in 0..live_rows {
+                            for j in 0..live_cols {
+                                // SAFETY: (row + r, col + j) is inside the accumulator and owned by
+                                // this task.
+                                unsafe {
+                                    let dst = out.0.add((row + r) * n + col + j);
+                                    let v = tile[r * nr + j];
+                                    *dst = if add { *dst + v } else { v };
+                                }
                             }
                         }
                     }
@@ -619,6 +730,25 @@ unsafe fn microkernel(
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// Stores (or adds) the 12 × 32 accumulators at `c` with row stride `ldc`. A macro, not a function,
+    /// so the accumulators stay in registers (a `#[target_feature]` function cannot be forced inline).
+    macro_rules! store_12x32 {
+        ($acc:expr, $c:expr, $ldc:expr, $add:expr) => {
+            for (r, acc) in $acc.iter().enumerate() {
+                unsafe {
+                    let row = $c.add(r * $ldc);
+                    let (mut v0, mut v1) = (acc[0], acc[1]);
+                    if $add {
+                        v0 = _mm512_add_ps(_mm512_loadu_ps(row), v0);
+                        v1 = _mm512_add_ps(_mm512_loadu_ps(row.add(16)), v1);
+                    }
+                    _mm512_storeu_ps(row, v0);
+                    _mm512_storeu_ps(row.add(16), v1);
+                }
+            }
+        };
+    }
+
     /// 12 × 32 f32 tile with AVX-512 FMA: 24 accumulators, two B vectors per step, A broadcast per row.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn f32_12x32(
@@ -630,7 +760,7 @@ mod x86 {
         add: bool,
     ) {
         let mut acc = [[_mm512_setzero_ps(); 2]; 12];
-        for s in 0..steps {
+        let step = |acc: &mut [[__m512; 2]; 12], s: usize| {
             let (b0, b1) = unsafe {
                 (
                     _mm512_loadu_ps(b.add(s * 32)),
@@ -642,23 +772,32 @@ mod x86 {
                 acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
             }
+        };
+        let tail = steps.saturating_sub(PREFETCH_STEPS);
+        for s in 0..tail {
+            step(&mut acc, s);
         }
-        unsafe { store_12x32(&acc, c, ldc, add) }
+        unsafe { prefetch_tile(c, ldc, 12) };
+        for s in tail..steps {
+            step(&mut acc, s);
+        }
+        store_12x32!(acc, c, ldc, add);
     }
 
-    /// Stores (or adds) 12 rows of two f32 vectors at `c` with row stride `ldc`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn store_12x32(acc: &[[__m512; 2]; 12], c: *mut f32, ldc: usize, add: bool) {
-        for (r, acc) in acc.iter().enumerate() {
+    /// Depth steps before its end at which a microkernel prefetches its C tile: late enough that the
+    /// streaming A and B panels do not evict the lines again, early enough to hide a miss to memory.
+    const PREFETCH_STEPS: usize = 24;
+
+    /// Asks for the `rows` rows of a 32-column f32 tile of C to be in L1 by the time the microkernel stores
+    /// it: C is touched once per depth slice, so its lines are usually cold, and a tile's rows are too
+    /// far apart for the hardware prefetcher.
+    #[inline(always)]
+    unsafe fn prefetch_tile(c: *const f32, ldc: usize, rows: usize) {
+        for r in 0..rows {
             unsafe {
-                let row = c.add(r * ldc);
-                let (mut v0, mut v1) = (acc[0], acc[1]);
-                if add {
-                    v0 = _mm512_add_ps(_mm512_loadu_ps(row), v0);
-                    v1 = _mm512_add_ps(_mm512_loadu_ps(row.add(16)), v1);
-                }
-                _mm512_storeu_ps(row, v0);
-                _mm512_storeu_ps(row.add(16), v1);
+                let row = c.add(r * ldc).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.add(64));
             }
         }
     }
@@ -712,6 +851,7 @@ mod x86 {
         ldc: usize,
         add: bool,
     ) {
+        unsafe { prefetch_tile(c, ldc, 12) };
         let mut acc = [[_mm512_setzero_ps(); 2]; 12];
         for s in 0..steps {
             let (b0, b1): (__m512bh, __m512bh) = unsafe {
@@ -731,6 +871,6 @@ mod x86 {
                 acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
             }
         }
-        unsafe { store_12x32(&acc, c, ldc, add) }
+        store_12x32!(acc, c, ldc, add);
     }
 }
