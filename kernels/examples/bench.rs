@@ -72,6 +72,38 @@ mod peaks {
         };
     }
 
+    /// The tile configuration `ldtilecfg` reads: palette 1, eight tiles of 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    /// `tdpbf16ps` on four accumulator tiles from four source tiles, 4 per iteration (16384 flops each).
+    pub unsafe fn amx_tiles(iterations: u64) {
+        let mut config = TileConfig([0; 64]);
+        config.0[0] = 1;
+        for t in 0..8 {
+            config.0[16 + 2 * t] = 64;
+            config.0[48 + t] = 16;
+        }
+        unsafe {
+            asm!(
+                "ldtilecfg [{cfg}]",
+                "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
+                "tilezero tmm4", "tilezero tmm5", "tilezero tmm6", "tilezero tmm7",
+                "2:",
+                "tdpbf16ps tmm0, tmm4, tmm5",
+                "tdpbf16ps tmm1, tmm4, tmm6",
+                "tdpbf16ps tmm2, tmm5, tmm7",
+                "tdpbf16ps tmm3, tmm6, tmm7",
+                "dec {n}",
+                "jnz 2b",
+                "tilerelease",
+                cfg = in(reg) &config,
+                n = inout(reg) iterations => _,
+                options(nostack),
+            );
+        }
+    }
+
     peak_loop!(fma_zmm, "avx512f", "vfmadd231ps", "zmm");
     peak_loop!(dpbf16_zmm, "avx512f,avx512bf16", "vdpbf16ps", "zmm");
     peak_loop!(fma_ymm, "avx2,fma", "vfmadd231ps", "ymm");
@@ -80,15 +112,20 @@ mod peaks {
 /// GFLOP/s of a peak loop on every thread: `flops_per_insn` per instruction, 16 per iteration.
 #[cfg(target_arch = "x86_64")]
 fn peak(flops_per_insn: f64, f: unsafe fn(u64)) -> f64 {
+    peak_of(20_000_000, 16.0 * flops_per_insn, f)
+}
+
+/// GFLOP/s of `f(iterations)` on every thread, `flops_per_iteration` each.
+#[cfg(target_arch = "x86_64")]
+fn peak_of(iterations: u64, flops_per_iteration: f64, f: unsafe fn(u64)) -> f64 {
     let threads = rayon::current_num_threads();
-    let iterations = 20_000_000u64;
     let secs = median_secs(5, || {
         // SAFETY: each loop is called only when the ISA check in `main` found its instructions.
         (0..threads)
             .into_par_iter()
             .for_each(|_| unsafe { f(iterations) });
     });
-    threads as f64 * iterations as f64 * 16.0 * flops_per_insn / secs / 1e9
+    threads as f64 * iterations as f64 * flops_per_iteration / secs / 1e9
 }
 
 /// STREAM triad `a = b + s·c` on 3 × 64 MiB of f32, in GB/s (3 arrays of traffic, no write-allocate).
@@ -199,7 +236,21 @@ fn main() {
             });
         }
     }
-    if isa::detected() < Isa::Amx {
+    let mut amx_peak = None;
+    #[cfg(target_arch = "x86_64")]
+    if isa::detected() >= Isa::Amx {
+        // `detected` has already asked the OS for the tile permission.
+        let p = peak_of(2_000_000, 4.0 * 16384.0, peaks::amx_tiles);
+        amx_peak = Some(p);
+        rows.push(Row {
+            kernel: "peak: tdpbf16ps (AMX-BF16 tiles)".into(),
+            value: p,
+            unit: "GFLOP/s",
+            of_peak: None,
+            vs_gemm: None,
+        });
+    }
+    if amx_peak.is_none() {
         println!("(no AMX on this CPU: the AMX-BF16 path and its peak cannot be measured here)\n");
     }
     let stream = triad();
@@ -250,6 +301,23 @@ fn main() {
             of_peak: pct(mixed, bf16_peak.or(fma_peak)),
             vs_gemm: None,
         });
+        if amx_peak.is_some() {
+            // The opt-in tile kernel (`AMP_AMX=1`), measured side by side.
+            let previous = isa::set_amx_mode(isa::AmxMode::Hardware);
+            for (what, rate) in [
+                ("GEMM bf16 on AMX tiles", gemm_rate(n, &ab, &ab)),
+                ("GEMM f32 x bf16 weight on AMX tiles", gemm_rate(n, &a, &ab)),
+            ] {
+                rows.push(Row {
+                    kernel: format!("{what}, n = {n}"),
+                    value: rate,
+                    unit: "GFLOP/s",
+                    of_peak: pct(rate, amx_peak),
+                    vs_gemm: None,
+                });
+            }
+            isa::set_amx_mode(previous);
+        }
         let h = gemm_rate(n, &ah, &ah);
         rows.push(Row {
             kernel: format!("GEMM f16 (f32 acc), n = {n}"),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use amp_kernels::cpu::isa::{self, Isa};
+use amp_kernels::cpu::isa::{self, AmxMode, Isa};
 use amp_kernels::cpu::{GemmSpec, gemm_mixed};
 use amp_kernels::{Elem, Float, bf16, f16};
 use common::{Rng, assert_close, random_elems, to_f64s};
@@ -31,15 +31,21 @@ const SHAPES: [(usize, usize, usize); 13] = [
     (1, 257, 100),
 ];
 
-/// Runs `f` once per available ISA level, with the cap set, then restores it.
+/// Runs `f` once per available ISA level, with the cap set, then restores it. At the AMX level (only on a
+/// CPU with AMX) the opt-in tile kernel is switched on, so such a machine tests the real tiles.
 fn for_each_level(mut f: impl FnMut(Isa)) {
     let _guard = ISA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let previous = isa::set_isa_limit(Isa::Amx);
+    let previous_amx = isa::set_amx_mode(AmxMode::Off);
     for level in Isa::ALL.into_iter().filter(|&l| l <= isa::detected()) {
         isa::set_isa_limit(level);
+        if level == Isa::Amx {
+            isa::set_amx_mode(AmxMode::Hardware);
+        }
         f(level);
     }
     isa::set_isa_limit(previous);
+    isa::set_amx_mode(previous_amx);
 }
 
 /// The value an operand of type `T` contributes when the product runs in `compute` (an f32 activation
@@ -150,6 +156,10 @@ fn same_type_products_on_every_path() {
     });
 }
 
+/// Shapes big enough to run in parallel (see `parallel_products_on_every_path`).
+const PARALLEL_SHAPES: [(usize, usize, usize); 3] =
+    [(130, 150, 300), (300, 64, 260), (24, 400, 600)];
+
 /// Products big enough to run in parallel: many row blocks sharing one packed B (300 rows), few rows
 /// with columns split into runs (24 and 130 rows), several depth slices (k = 600 in f32 and bf16 pairs),
 /// and batches spread over threads.
@@ -163,6 +173,21 @@ fn parallel_products_on_every_path() {
         let single = [(1, false, false)];
         check_on::<f32, bf16, bf16>(&PARALLEL_SHAPES, &single, level, "bf16", 2f64.powi(-8));
     });
+}
+
+/// The AMX tile kernel with its five tile instructions carried out in software: the packing (A row by
+/// row, steps padded to whole tile rows), tile addressing and blocking around the instructions, on every
+/// shape, on any machine.
+#[test]
+fn amx_kernel_with_emulated_tiles() {
+    let _guard = ISA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = isa::set_amx_mode(AmxMode::Emulated);
+    let level = isa::isa();
+    let variants = [(1, false, false), (3, true, true)];
+    check_on::<bf16, bf16, f32>(&SHAPES, &variants, level, "bf16", 0.0);
+    check_on::<f32, bf16, bf16>(&SHAPES, &variants, level, "bf16", 2f64.powi(-8));
+    check_on::<bf16, f32, f32>(&PARALLEL_SHAPES, &[(1, false, false)], level, "bf16", 0.0);
+    isa::set_amx_mode(previous);
 }
 
 /// Low-precision outputs are the f32 result rounded once.

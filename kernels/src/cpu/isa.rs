@@ -90,6 +90,51 @@ pub fn set_isa_limit(cap: Isa) -> Isa {
     previous
 }
 
+/// Whether bf16 products use the AMX tiles.
+///
+/// AMX is opt-in: set `AMP_AMX=1` (or call [`set_amx_mode`]) on a CPU that has it. The tile kernel has
+/// been checked instruction by instruction against the emulation below, but not yet run on AMX hardware,
+/// so by default bf16 products use `vdpbf16ps` (AVX512-BF16), which is verified everywhere it exists.
+/// `AMP_AMX=emulate` runs the tile kernel with every tile instruction carried out in software (slow; for
+/// testing the AMX path on any machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AmxMode {
+    /// bf16 products use AVX512-BF16 (or lower).
+    Off,
+    /// bf16 products use the AMX tiles when the CPU has them and the ISA level allows it.
+    Hardware,
+    /// bf16 products use the AMX kernel with emulated tile instructions, on any CPU.
+    Emulated,
+}
+
+/// 0 = not yet read from `AMP_AMX`; otherwise the mode + 1.
+static AMX_MODE: AtomicU8 = AtomicU8::new(0);
+
+const AMX_MODES: [AmxMode; 3] = [AmxMode::Off, AmxMode::Hardware, AmxMode::Emulated];
+
+/// The current [`AmxMode`] (from `AMP_AMX` on first use: `1`/`on` → hardware, `emulate` → emulated).
+pub fn amx_mode() -> AmxMode {
+    match AMX_MODE.load(Ordering::Relaxed) {
+        0 => {
+            let mode = match std::env::var("AMP_AMX").as_deref().map(str::trim) {
+                Ok("1" | "on" | "hardware") => AmxMode::Hardware,
+                Ok("emulate") => AmxMode::Emulated,
+                _ => AmxMode::Off,
+            };
+            AMX_MODE.store(mode as u8 + 1, Ordering::Relaxed);
+            mode
+        }
+        n => AMX_MODES[(n - 1) as usize],
+    }
+}
+
+/// Sets the [`AmxMode`] for the whole process (tests use it). Returns the previous mode.
+pub fn set_amx_mode(mode: AmxMode) -> AmxMode {
+    let previous = amx_mode();
+    AMX_MODE.store(mode as u8 + 1, Ordering::Relaxed);
+    previous
+}
+
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Isa {
     if !(is_x86_feature_detected!("avx2")

@@ -12,7 +12,8 @@
 //! product never makes a converted copy. A batch of small products runs one product per thread instead.
 
 use super::GemmSpec;
-use crate::cpu::isa::Isa;
+use super::amx;
+use crate::cpu::isa::{AmxMode, Isa, amx_mode};
 use crate::{DType, Elem, Float};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -69,6 +70,8 @@ enum Kernel {
     Avx2F32,
     /// bf16 pair dot products into f32, 12 × 32 tile.
     Avx512Bf16,
+    /// AMX-BF16 tiles, 32 × 32 block (`emulated`: tile instructions carried out in software).
+    Amx { emulated: bool },
 }
 
 impl Kernel {
@@ -77,13 +80,30 @@ impl Kernel {
         match self {
             Kernel::Avx512F32 | Kernel::Avx512Bf16 => (12, 32),
             Kernel::Avx2F32 => (6, 16),
+            Kernel::Amx { .. } => (32, 32),
         }
     }
 
     /// k values per packed 32-bit word.
     fn k_per_word(self) -> usize {
         match self {
-            Kernel::Avx512Bf16 => 2,
+            Kernel::Avx512Bf16 | Kernel::Amx { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// Rows per packed A panel: AMX loads A tiles row by row, so its A is packed one row after another.
+    fn a_panel_rows(self) -> usize {
+        match self {
+            Kernel::Amx { .. } => 1,
+            _ => self.tile().0,
+        }
+    }
+
+    /// Packed depth steps come in multiples of this (a whole tile row for AMX).
+    fn step_multiple(self) -> usize {
+        match self {
+            Kernel::Amx { .. } => amx::TILE_STEPS,
             _ => 1,
         }
     }
@@ -91,6 +111,11 @@ impl Kernel {
 
 /// Picks the microkernel for a compute type and ISA level.
 fn kernel_for(compute: DType, level: Isa) -> Kernel {
+    match (compute, level, amx_mode()) {
+        (DType::BF16, _, AmxMode::Emulated) => return Kernel::Amx { emulated: true },
+        (DType::BF16, Isa::Amx, AmxMode::Hardware) => return Kernel::Amx { emulated: false },
+        _ => {}
+    }
     match (compute, level) {
         (DType::BF16, l) if l >= Isa::Avx512Bf16 => Kernel::Avx512Bf16,
         (_, l) if l >= Isa::Avx512 => Kernel::Avx512F32,
@@ -199,9 +224,10 @@ impl<'a, T: Elem> Source<'a, T> {
     }
 }
 
-/// Packs rows `r0..r0+rows` × depth `d0..d0+depth` into panels of `pr` rows: panel `q`, step `s` holds the
-/// `pr` words of rows `q·pr..` at depth step `s` (one f32, or a pair of bf16 for `per` 2). Rows and depth
-/// past the matrix are zero, so microkernels always see whole tiles.
+/// Packs rows `r0..r0+rows` × depth `d0..d0+depth` into panels of `pr` rows, `panel_steps` depth steps
+/// each: panel `q`, step `s` holds the `pr` words of rows `q·pr..` at depth step `s` (one f32, or a pair
+/// of bf16 for `per` 2). Rows, depth and steps past the matrix are zero, so microkernels always see whole
+/// tiles.
 #[allow(clippy::too_many_arguments)]
 fn pack<T: Elem>(
     dst: &mut [u32],
@@ -213,12 +239,19 @@ fn pack<T: Elem>(
     rows: usize,
     d0: usize,
     depth: usize,
+    panel_steps: usize,
 ) {
     let steps = depth.div_ceil(per);
     if !rows.is_multiple_of(pr) {
         dst.fill(0);
     }
-    for (q, panel) in dst.chunks_exact_mut(pr * steps).enumerate() {
+    for (q, panel) in dst.chunks_exact_mut(pr * panel_steps).enumerate() {
+        if q * pr >= rows {
+            panel.fill(0);
+            continue;
+        }
+        let (panel, padding) = panel.split_at_mut(pr * steps);
+        padding.fill(0);
         let first = r0 + q * pr;
         let live = pr.min(rows - q * pr);
         match (per, src.depth_stride == 1) {
@@ -535,7 +568,18 @@ impl PackedB<'_> {
             Ok(_) => {
                 let first = jr * nr;
                 let per = kernel.k_per_word();
-                pack(words, nr, per, compute, b, first, nr.min(n - first), pc, kc);
+                pack(
+                    words,
+                    nr,
+                    per,
+                    compute,
+                    b,
+                    first,
+                    nr.min(n - first),
+                    pc,
+                    kc,
+                    steps,
+                );
                 state.store(PACKED, Ordering::Release);
             }
             Err(_) => {
@@ -642,13 +686,30 @@ fn run_task<TA: Float, TB: Float>(
     let mc_pad = mc.div_ceil(mr) * mr;
     // Always the largest size a task can need: which worker runs which block varies from call to call,
     // so growing on demand could allocate long after warm-up.
+    let hardware_tiles = matches!(kernel, Kernel::Amx { emulated: false });
+    #[cfg(target_arch = "x86_64")]
+    if hardware_tiles {
+        // SAFETY: the AMX kernel is chosen only where `isa` detected the tiles and got the permission.
+        unsafe { amx::Hardware::configure() };
+    }
     with_buffer(&PACK_A, MC * KC_WORDS, |ap| {
         for (slice, pc) in (0..k).step_by(KC_WORDS * per).enumerate() {
             let kc = (KC_WORDS * per).min(k - pc);
-            let steps = kc.div_ceil(per);
+            let steps = kc.div_ceil(per).next_multiple_of(kernel.step_multiple());
             let add = accumulate || pc > 0;
             let ap = &mut ap[..mc_pad * steps];
-            pack(ap, mr, per, compute, a, rows.start, mc, pc, kc);
+            pack(
+                ap,
+                kernel.a_panel_rows(),
+                per,
+                compute,
+                a,
+                rows.start,
+                mc,
+                pc,
+                kc,
+                steps,
+            );
             for jr in panels.clone() {
                 let bpanel = packed_b.panel(b, (kernel, compute), n, slice, jr, (pc, kc, steps));
                 let col = jr * nr;
@@ -672,7 +733,7 @@ fn run_task<TA: Float, TB: Float>(
                         };
                     } else {
                         // An edge tile: compute the whole tile aside, keep its live part.
-                        let mut tile = [0f32; 12 * 32];
+                        let mut tile = [0f32; MAX_TILE];
                         // SAFETY: `tile` holds mr × nr values with row stride nr.
                         unsafe {
                             microkernel(kernel, steps, apanel, bpanel, tile.as_mut_ptr(), nr, false)
@@ -693,7 +754,15 @@ fn run_task<TA: Float, TB: Float>(
             }
         }
     });
+    #[cfg(target_arch = "x86_64")]
+    if hardware_tiles {
+        // SAFETY: configured above on this thread.
+        unsafe { amx::Hardware::release() };
+    }
 }
+
+/// The largest register (or tile) block of any microkernel, in f32 values.
+const MAX_TILE: usize = 32 * 32;
 
 /// Runs the microkernel on full, padded panels: `c[r·ldc + j] (+)= Σ_s a[s·MR + r] · b[s·NR + j]`.
 ///
@@ -720,6 +789,12 @@ unsafe fn microkernel(
             Kernel::Avx512F32 => x86::f32_12x32(steps, a.cast(), b.cast(), c, ldc, add),
             Kernel::Avx2F32 => x86::f32_6x16(steps, a.cast(), b.cast(), c, ldc, add),
             Kernel::Avx512Bf16 => x86::bf16_12x32(steps, a, b, c, ldc, add),
+            Kernel::Amx { emulated: false } => {
+                amx::kernel_32x32(&mut amx::Hardware, steps, a, b, c, ldc, add)
+            }
+            Kernel::Amx { emulated: true } => {
+                amx::kernel_32x32(&mut amx::Emulated::new(), steps, a, b, c, ldc, add)
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]

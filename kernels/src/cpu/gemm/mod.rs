@@ -11,6 +11,7 @@
 //! across calls (no allocation, hence no page faults, after warm-up), and output tiles are computed in f32
 //! in parallel across cores.
 
+mod amx;
 mod fast;
 mod reference;
 
