@@ -5,9 +5,13 @@
 //! layout, a [`cpu::GemmSpec`]). Faster paths (SIMD, matrix units) and other devices plug in behind the same
 //! functions and descriptors; the runtime does not change.
 //!
-//! Every kernel here is a scalar reference: clear loops computing in the element's [`Float::Acc`] type
-//! (f32 for f32/bf16/f16, f64 for f64) and rounding once on output. Inputs and outputs may have different
-//! element types where a fused cast is useful (`unary::<bf16, f32>` reads bf16 and writes f32).
+//! Each kernel computes in the element's [`Float::Acc`] type (f32 for f32/bf16/f16, f64 for f64) and rounds
+//! once on output. Inputs and outputs may have different element types where a fused cast is useful
+//! (`unary::<bf16, f32>` reads bf16 and writes f32; [`cpu::gemm_mixed`] rounds an f32 activation to bf16
+//! while packing it). Behind each function, the path is chosen at run time from the CPU ([`cpu::isa`]):
+//! AVX-512 or AVX2 vector code for elementwise work, reductions, norms and the optimizer steps, and a
+//! blocked GEMM with AVX-512/AVX2 FMA, AVX512-BF16 or (opt-in) AMX-BF16 microkernels. The scalar code is
+//! the reference every faster path is tested against, and what runs on any other CPU.
 //!
 //! ```
 //! use amp_kernels::cpu::{self, Unary};

@@ -31,21 +31,17 @@ const SHAPES: [(usize, usize, usize); 13] = [
     (1, 257, 100),
 ];
 
-/// Runs `f` once per available ISA level, with the cap set, then restores it. At the AMX level (only on a
-/// CPU with AMX) the opt-in tile kernel is switched on, so such a machine tests the real tiles.
+/// Runs `f` once per available ISA level, with the cap set, then restores it. The AMX tile kernel is
+/// opt-in like in normal use: run with `AMP_AMX=1` on a CPU with AMX to test the real tiles at the AMX
+/// level (`amx_kernel_with_emulated_tiles` tests the same kernel on any machine).
 fn for_each_level(mut f: impl FnMut(Isa)) {
     let _guard = ISA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let previous = isa::set_isa_limit(Isa::Amx);
-    let previous_amx = isa::set_amx_mode(AmxMode::Off);
     for level in Isa::ALL.into_iter().filter(|&l| l <= isa::detected()) {
         isa::set_isa_limit(level);
-        if level == Isa::Amx {
-            isa::set_amx_mode(AmxMode::Hardware);
-        }
         f(level);
     }
     isa::set_isa_limit(previous);
-    isa::set_amx_mode(previous_amx);
 }
 
 /// The value an operand of type `T` contributes when the product runs in `compute` (an f32 activation
