@@ -2,7 +2,6 @@
 //! accumulation in f32 (f64 for f64). Transposes in the backward pass are flags, not copies.
 
 use crate::autograd::grad_if;
-use crate::element::AnyTensor;
 use crate::element::Float;
 use crate::ops::buffer;
 use crate::shape::{broadcast_shapes, numel};
@@ -224,60 +223,17 @@ impl<E: Float> Tensor<E> {
     /// and `bias` of shape `[out]`.
     #[track_caller]
     pub fn linear(&self, weight: &Tensor<E>, bias: Option<&Tensor<E>>) -> Tensor<E> {
-        let (sx, sw) = (self.shape(), weight.shape());
-        check_linear(sx, sw, bias.map(Tensor::shape));
-        crate::autocast::trace_low_op("linear", E::DTYPE);
-        let (out_f, in_f) = (sw[0], sw[1]);
-        let rows = numel(&sx[..sx.len() - 1]);
-        let y: Vec<E> = gemm_new(
-            spec(1, rows, out_f, in_f, (false, true), (0, 0)),
-            self.data(),
-            weight.data(),
-        );
-        let mut shape = sx.to_vec();
-        *shape.last_mut().expect("checked non-empty") = out_f;
-        let (x, w) = (self.detach(), weight.detach());
-        let y = Tensor::record_vec(
-            "linear",
-            y,
-            shape,
-            &[self.node(), weight.node()],
-            move |g, needs| {
-                vec![
-                    grad_if(needs[0], || {
-                        let d: Vec<E> = gemm_new(
-                            spec(1, rows, in_f, out_f, (false, false), (0, 0)),
-                            g.data(),
-                            w.data(),
-                        );
-                        Tensor::from_data(d, x.shape().to_vec())
-                    }),
-                    grad_if(needs[1], || {
-                        let d: Vec<E> = gemm_new(
-                            spec(1, out_f, in_f, rows, (true, false), (0, 0)),
-                            g.data(),
-                            x.data(),
-                        );
-                        Tensor::from_data(d, vec![out_f, in_f])
-                    }),
-                ]
-            },
-        );
-        match bias {
-            Some(b) => y.binary_same(b, amp_kernels::cpu::Binary::Add, "linear"),
-            None => y,
-        }
+        self.linear_mixed(weight, bias)
     }
-}
 
-impl Tensor<f32> {
-    /// [`linear`](Tensor::linear) of this f32 input with a `T` weight (bf16 or f16), computed in `T` with
-    /// f32 accumulation: what `self.cast::<T>().linear(weight, bias)` computes, but the input is rounded
-    /// to `T` while the GEMM packs it, so no converted copy of the activation is made, in the forward
-    /// pass or for the weight's gradient. The input's gradient is computed from `T` operands straight
-    /// into f32 (the unfused path would round it to `T` first, then widen it).
+    /// [`linear`](Tensor::linear) of this input with a weight (and bias) of type `T`, computed in the
+    /// narrower of the two types with f32 accumulation, the output in `T`. For an f32 input and a bf16 or
+    /// f16 weight this is what `self.cast::<T>().linear(weight, bias)` computes, but the input is rounded
+    /// to `T` while the GEMM packs it, so no converted copy of the activation is made, in the forward pass
+    /// or for the weight's gradient; the input's gradient is computed from `T` operands straight into the
+    /// input's type (the unfused path would round it to `T` first, then widen it).
     #[track_caller]
-    pub(crate) fn linear_rounding_to<T: Float>(
+    pub(crate) fn linear_mixed<T: Float>(
         &self,
         weight: &Tensor<T>,
         bias: Option<&Tensor<T>>,
@@ -302,14 +258,16 @@ impl Tensor<f32> {
             &[self.node(), weight.node()],
             move |g: &Tensor<T>, needs| {
                 vec![
+                    // dX = dY · W, straight into X's type.
                     grad_if(needs[0], || {
-                        let d: Vec<f32> = gemm_new(
+                        let d: Vec<E> = gemm_new(
                             spec(1, rows, in_f, out_f, (false, false), (0, 0)),
                             g.data(),
                             w.data(),
                         );
                         Tensor::from_data(d, x.shape().to_vec())
                     }),
+                    // dW = dYᵀ · X, with X rounded to T while packed.
                     grad_if(needs[1], || {
                         let d: Vec<T> = gemm_mixed_new(
                             spec(1, out_f, in_f, rows, (true, false), (0, 0)),
@@ -330,7 +288,7 @@ impl Tensor<f32> {
 
 impl<E: Float> Tensor<E> {
     /// `self.cast::<T>().linear(weight, bias)`, except that an f32 input meeting a bf16 or f16 weight is
-    /// rounded to `T` inside the GEMM ([`linear_rounding_to`](Tensor::linear_rounding_to)) instead of
+    /// rounded to `T` inside the GEMM ([`linear_mixed`](Tensor::linear_mixed)) instead of
     /// being copied first. Autocast's `linear` and the [`Linear`](crate::nn::Linear) layer run through it.
     #[track_caller]
     pub(crate) fn linear_in<T: Float>(
@@ -339,10 +297,7 @@ impl<E: Float> Tensor<E> {
         bias: Option<&Tensor<T>>,
     ) -> Tensor<T> {
         if E::DTYPE == DType::F32 && matches!(T::DTYPE, DType::BF16 | DType::F16) {
-            let x = AnyTensor::from(self.clone())
-                .downcast::<f32>()
-                .expect("E is f32");
-            return x.linear_rounding_to(weight, bias);
+            return self.linear_mixed(weight, bias);
         }
         self.cast::<T>().linear(weight, bias)
     }
