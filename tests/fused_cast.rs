@@ -46,7 +46,21 @@ fn max_rel_err(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn check<P: Policy<Low = L>, L: Float>(tol: f64) {
+/// `x · wᵀ` written in a region (no bias: the input's gradient does not depend on it).
+#[autocast(bf16)]
+fn region_linear_bf16(x: &Tensor<f32>, fc: &Linear) -> Tensor<bf16> {
+    x.linear(&fc.weight, None)
+}
+
+#[autocast(f16)]
+fn region_linear_f16(x: &Tensor<f32>, fc: &Linear) -> Tensor<f16> {
+    x.linear(&fc.weight, None)
+}
+
+/// The region path and the `Linear` layer path of `x · wᵀ (+ b)` under `P`.
+type Paths<L> = [(&'static str, fn(&Tensor<f32>, &Linear) -> Tensor<L>); 2];
+
+fn check<P: Policy<Low = L>, L: Float>(tol: f64, paths: Paths<L>) {
     for seed in [1, 2, 3] {
         let (x, fc) = inputs(seed);
         let got = fused::<P>(&x, &fc);
@@ -64,37 +78,51 @@ fn check<P: Policy<Low = L>, L: Float>(tol: f64) {
 
         // The input's gradient for a given upstream gradient: fused, it is accumulated straight into
         // f32 (f32-level error); with explicit casts it is rounded to `L` before being widened.
-        let h: Tensor<L> = fc.forward_under::<P>(&x);
-        let g = Tensor::<f32>::randn(h.shape(), &mut Rng::new(seed + 100)).cast::<L>();
-        let reference = reference_input_grad(&g, &fc);
         let as_f64 =
             |t: Tensor<f32>| -> Vec<f64> { t.to_vec().into_iter().map(f64::from).collect() };
-        let fused_grad = as_f64(h.backward_with(&g).get(&x).expect("x grad"));
         let h_explicit = x.cast::<L>().linear(&fc.weight.get::<L>(), None);
+        let g = Tensor::<f32>::randn(h_explicit.shape(), &mut Rng::new(seed + 100)).cast::<L>();
+        let reference = reference_input_grad(&g, &fc);
         let explicit_grad = as_f64(h_explicit.backward_with(&g).get(&x).expect("x grad"));
-        let err_fused = max_rel_err(&fused_grad, &reference);
         let err_explicit = max_rel_err(&explicit_grad, &reference);
-        assert!(
-            err_fused <= 1e-5 && err_fused <= err_explicit,
-            "{}: input gradient error {err_fused:e} (explicit casts: {err_explicit:e})",
-            L::DTYPE
-        );
         assert!(
             err_explicit <= tol,
             "{}: explicit input gradient error {err_explicit:e}",
             L::DTYPE
         );
+        for (path, linear) in paths {
+            let h = linear(&x, &fc);
+            let fused_grad = as_f64(h.backward_with(&g).get(&x).expect("x grad"));
+            let err_fused = max_rel_err(&fused_grad, &reference);
+            assert!(
+                err_fused <= 1e-5 && err_fused < err_explicit,
+                "{} {path}: input gradient error {err_fused:e} (explicit casts: {err_explicit:e})",
+                L::DTYPE
+            );
+        }
     }
 }
 
 #[test]
 fn bf16_linear_rounds_while_packing() {
-    check::<Bf16, bf16>(2e-2);
+    check::<Bf16, bf16>(
+        2e-2,
+        [
+            ("region", region_linear_bf16),
+            ("layer", |x, fc| fc.forward_under::<Bf16>(x)),
+        ],
+    );
 }
 
 #[test]
 fn f16_linear_rounds_while_packing() {
-    check::<F16, f16>(2e-3);
+    check::<F16, f16>(
+        2e-3,
+        [
+            ("region", region_linear_f16),
+            ("layer", |x, fc| fc.forward_under::<F16>(x)),
+        ],
+    );
 }
 
 /// The `Linear` layer under a policy takes the same fused path.

@@ -238,8 +238,7 @@ fn main() {
     }
     let mut amx_peak = None;
     #[cfg(target_arch = "x86_64")]
-    if isa::detected() >= Isa::Amx {
-        // `detected` has already asked the OS for the tile permission.
+    if isa::amx_permitted() {
         let p = peak_of(2_000_000, 4.0 * 16384.0, peaks::amx_tiles);
         amx_peak = Some(p);
         rows.push(Row {

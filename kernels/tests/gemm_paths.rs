@@ -31,17 +31,44 @@ const SHAPES: [(usize, usize, usize); 13] = [
     (1, 257, 100),
 ];
 
-/// Runs `f` once per available ISA level, with the cap set, then restores it. The AMX tile kernel is
-/// opt-in like in normal use: run with `AMP_AMX=1` on a CPU with AMX to test the real tiles at the AMX
-/// level (`amx_kernel_with_emulated_tiles` tests the same kernel on any machine).
+/// Restores the ISA cap and the AMX mode when a test ends, even by a panic.
+struct Restore {
+    isa: Isa,
+    amx: AmxMode,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        isa::set_isa_limit(self.isa);
+        isa::set_amx_mode(self.amx);
+    }
+}
+
+/// Takes the lock on the process-wide ISA cap and AMX mode; both are restored when the guard drops.
+fn pin_isa() -> (std::sync::MutexGuard<'static, ()>, Restore) {
+    let lock = ISA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let restore = Restore {
+        isa: isa::set_isa_limit(Isa::Amx),
+        amx: isa::amx_mode(),
+    };
+    (lock, restore)
+}
+
+/// Runs `f` once per available ISA level, with the cap set. The AMX tile kernel is opt-in like in normal
+/// use: with `AMP_AMX=1` on a CPU with AMX the AMX level runs the real tiles; otherwise bf16 products run
+/// on `vdpbf16ps` (`amx_kernel_with_emulated_tiles` tests the tile kernel on any machine).
 fn for_each_level(mut f: impl FnMut(Isa)) {
-    let _guard = ISA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let previous = isa::set_isa_limit(Isa::Amx);
+    let (_lock, restore) = pin_isa();
+    let amx = if restore.amx == AmxMode::Hardware {
+        AmxMode::Hardware
+    } else {
+        AmxMode::Off
+    };
+    isa::set_amx_mode(amx);
     for level in Isa::ALL.into_iter().filter(|&l| l <= isa::detected()) {
         isa::set_isa_limit(level);
         f(level);
     }
-    isa::set_isa_limit(previous);
 }
 
 /// The value an operand of type `T` contributes when the product runs in `compute` (an f32 activation
@@ -161,8 +188,6 @@ const PARALLEL_SHAPES: [(usize, usize, usize); 3] =
 /// and batches spread over threads.
 #[test]
 fn parallel_products_on_every_path() {
-    const PARALLEL_SHAPES: [(usize, usize, usize); 3] =
-        [(130, 150, 300), (300, 64, 260), (24, 400, 600)];
     for_each_level(|level| {
         let variants = [(1, false, false), (2, false, true)];
         check_on::<f32, f32, f32>(&PARALLEL_SHAPES, &variants, level, "f32", 0.0);
@@ -176,14 +201,37 @@ fn parallel_products_on_every_path() {
 /// shape, on any machine.
 #[test]
 fn amx_kernel_with_emulated_tiles() {
-    let _guard = ISA_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let previous = isa::set_amx_mode(AmxMode::Emulated);
+    let (_lock, _restore) = pin_isa();
+    isa::set_amx_mode(AmxMode::Emulated);
     let level = isa::isa();
     let variants = [(1, false, false), (3, true, true)];
     check_on::<bf16, bf16, f32>(&SHAPES, &variants, level, "bf16", 0.0);
     check_on::<f32, bf16, bf16>(&SHAPES, &variants, level, "bf16", 2f64.powi(-8));
     check_on::<bf16, f32, f32>(&PARALLEL_SHAPES, &[(1, false, false)], level, "bf16", 0.0);
-    isa::set_amx_mode(previous);
+}
+
+/// Products run from inside a parallel loop of a pool with more threads than cores (nested parallelism,
+/// work-stealing between products, tasks waiting on panels another thread is packing), at every level.
+#[test]
+fn products_inside_an_oversubscribed_pool() {
+    use rayon::prelude::*;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(12)
+        .build()
+        .expect("a thread pool");
+    for_each_level(|level| {
+        pool.install(|| {
+            (0..6).into_par_iter().for_each(|i| {
+                let shape = [PARALLEL_SHAPES[i % 3]];
+                if i % 2 == 0 {
+                    check_on::<f32, f32, f32>(&shape, &[(1, false, false)], level, "f32", 0.0);
+                } else {
+                    let variants = [(2, false, true)];
+                    check_on::<f32, bf16, f32>(&shape, &variants, level, "bf16", 0.0);
+                }
+            })
+        });
+    });
 }
 
 /// Low-precision outputs are the f32 result rounded once.

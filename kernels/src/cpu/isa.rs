@@ -128,6 +128,22 @@ pub fn amx_mode() -> AmxMode {
     }
 }
 
+/// Whether this process may use the AMX tiles: asks the OS once (Linux `arch_prctl(ARCH_REQ_XCOMP_PERM)`)
+/// and remembers the answer. False on a CPU without AMX.
+pub fn amx_permitted() -> bool {
+    static PERMITTED: OnceLock<bool> = OnceLock::new();
+    *PERMITTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            detected() >= Isa::Amx && amx::request_permission()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 /// Sets the [`AmxMode`] for the whole process (tests use it). Returns the previous mode.
 pub fn set_amx_mode(mode: AmxMode) -> AmxMode {
     let previous = amx_mode();
@@ -166,8 +182,9 @@ fn detect() -> Isa {
 
 #[cfg(target_arch = "x86_64")]
 mod amx {
-    //! AMX detection: CPUID says the CPU has the tiles, XCR0 says the OS saves their state, and Linux grants
-    //! this process permission to use them (the `arch_prctl` call, once per process).
+    //! AMX detection: CPUID says the CPU has the tiles and XCR0 says the OS saves their state; Linux must
+    //! also grant this process permission to use them (the `arch_prctl` call, once per process, made only
+    //! when the tiles are about to be used: it enlarges every signal frame of the process).
 
     use std::arch::x86_64::{__cpuid_count, _xgetbv};
 
@@ -188,12 +205,11 @@ mod amx {
         }
         // SAFETY: OSXSAVE is set, so XGETBV(0) is defined.
         let xcr0 = unsafe { _xgetbv(0) };
-        let tile_state = xcr0 >> 17 & 0b11 == 0b11; // XTILECFG and XTILEDATA
-        tile_state && request_permission()
+        xcr0 >> 17 & 0b11 == 0b11 // the OS saves XTILECFG and XTILEDATA
     }
 
     #[cfg(target_os = "linux")]
-    fn request_permission() -> bool {
+    pub fn request_permission() -> bool {
         let result: i64;
         // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) only changes this process's permitted
         // XSAVE features; the syscall clobbers rcx and r11 as declared.
@@ -212,7 +228,7 @@ mod amx {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn request_permission() -> bool {
+    pub fn request_permission() -> bool {
         false
     }
 }

@@ -1,19 +1,19 @@
 //! The SIMD GEMM: a blocked driver over register-tile microkernels (AVX-512 and AVX2 FMA on f32, AVX512-BF16
-//! `vdpbf16ps` on bf16 pairs).
+//! `vdpbf16ps` on bf16 pairs, AMX-BF16 tiles in `amx`).
 //!
-//! Blocking (per product of a batch): the contraction is cut into slices of `KC_WORDS` packed depth steps.
-//! For each slice, B is packed once, for every column, into a buffer all threads read (its panels are
-//! packed in parallel); then tasks (a block of `MC` rows × a run of `NR`-column panels) each pack their
-//! rows of A into a per-thread buffer and run the microkernel over every `MR × NR` tile, storing (first
-//! slice) or adding (later slices) straight into an f32 accumulator: C itself when C is f32, else a
-//! per-thread f32 buffer converted to C's type at the end. Every operand element is therefore converted
-//! and packed once per call (A once per column run, and runs are only split when rows alone cannot keep
-//! every thread busy). Packing rounds or converts the source to the compute type on the way, so a mixed
-//! product never makes a converted copy. A batch of small products runs one product per thread instead.
+//! A product is split into tasks, each a block of at most `MC` rows × a run of `NR`-column B panels
+//! (columns are split only when a small batch of rows cannot keep every thread busy), and enters the
+//! rayon pool once. A task walks the contraction in slices of `KC_WORDS` packed depth steps: it packs its
+//! rows of A into a per-thread buffer, then for each B panel (packed on first use by whichever task needs
+//! it, into a buffer all tasks share) runs the microkernel over every `MR × NR` tile, storing (first slice)
+//! or adding (later slices) straight into an f32 accumulator: C itself when C is f32, else a buffer rounded
+//! to C's type at the end. B is packed once per product and A once per column run; no task waits at a
+//! barrier. Packing rounds or converts the source to the compute type on the way, so a mixed product never
+//! makes a converted copy. A batch of products runs one product per thread instead.
 
 use super::GemmSpec;
 use super::amx;
-use crate::cpu::isa::{AmxMode, Isa, amx_mode};
+use crate::cpu::isa::{AmxMode, Isa, amx_mode, amx_permitted};
 use crate::{DType, Elem, Float};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -113,7 +113,9 @@ impl Kernel {
 fn kernel_for(compute: DType, level: Isa) -> Kernel {
     match (compute, level, amx_mode()) {
         (DType::BF16, _, AmxMode::Emulated) => return Kernel::Amx { emulated: true },
-        (DType::BF16, Isa::Amx, AmxMode::Hardware) => return Kernel::Amx { emulated: false },
+        (DType::BF16, Isa::Amx, AmxMode::Hardware) if amx_permitted() => {
+            return Kernel::Amx { emulated: false };
+        }
         _ => {}
     }
     match (compute, level) {
@@ -501,10 +503,11 @@ fn in_pool<R: Send>(parallel: bool, f: impl FnOnce() -> R + Send) -> R {
 }
 
 /// Where each packed B panel of each depth slice lives: slice `p`, panel `j` at word
-/// `(p · panels + j) · NR · KC_WORDS`.
+/// `(p · panels + j) · NR · panel_steps`.
 #[derive(Clone, Copy)]
 struct BLayout {
     nr: usize,
+    panel_steps: usize,
     n_panels: usize,
     n_slices: usize,
 }
@@ -515,6 +518,8 @@ const UNPACKED: u8 = 0;
 const PACKING: u8 = 1;
 /// A panel ready to read.
 const PACKED: u8 = 2;
+/// A panel whose packer panicked.
+const POISONED: u8 = 3;
 
 /// The packed form of all of B, filled panel by panel by whichever task needs a panel first: every
 /// panel is packed once per product, and no task waits for a whole slice to be packed (no barrier).
@@ -536,10 +541,13 @@ unsafe impl Sync for SharedWords {}
 impl PackedB<'_> {
     fn layout(kernel: Kernel, n: usize, k: usize) -> BLayout {
         let (_, nr) = kernel.tile();
+        let per = kernel.k_per_word();
         BLayout {
             nr,
             n_panels: n.div_ceil(nr),
-            n_slices: k.div_ceil(KC_WORDS * kernel.k_per_word()),
+            n_slices: k.div_ceil(KC_WORDS * per),
+            // As deep as the deepest slice, so a shallow product (attention's k = 64) packs small.
+            panel_steps: KC_WORDS.min(k.div_ceil(per).next_multiple_of(kernel.step_multiple())),
         }
     }
 
@@ -555,17 +563,26 @@ impl PackedB<'_> {
         jr: usize,
         (pc, kc, steps): (usize, usize, usize),
     ) -> &[u32] {
-        let BLayout { nr, n_panels, .. } = self.layout;
+        let BLayout {
+            nr,
+            n_panels,
+            panel_steps,
+            ..
+        } = self.layout;
+        debug_assert!(steps <= panel_steps);
         let index = slice * n_panels + jr;
         let state = &self.state[index];
-        // SAFETY: the range lies inside the buffer (`BLayout::words`); it is written only by the task
-        // that moves its state from UNPACKED to PACKING, and read only after the state is PACKED
-        // (the Release store after packing pairs with the Acquire loads).
-        let words = unsafe {
-            std::slice::from_raw_parts_mut(self.words.0.add(index * nr * KC_WORDS), nr * steps)
-        };
+        let (ptr, len) = (
+            self.words.0.wrapping_add(index * nr * panel_steps),
+            nr * steps,
+        );
         match state.compare_exchange(UNPACKED, PACKING, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
+                // If packing panics, waiting tasks must not spin forever: they see POISONED and panic.
+                let poison = PoisonOnUnwind(state);
+                // SAFETY: the range lies inside the buffer (`BLayout::words`), and this task is the only
+                // one that touches it until it stores PACKED (every other task waits for that state).
+                let words = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
                 let first = jr * nr;
                 let per = kernel.k_per_word();
                 pack(
@@ -580,16 +597,42 @@ impl PackedB<'_> {
                     kc,
                     steps,
                 );
+                std::mem::forget(poison);
                 state.store(PACKED, Ordering::Release);
             }
-            Err(_) => {
-                // Another task is packing it (a few microseconds, and it cannot be waiting on us).
-                while state.load(Ordering::Acquire) != PACKED {
-                    std::hint::spin_loop();
-                }
-            }
+            Err(_) => wait_until_packed(state),
         }
-        words
+        // SAFETY: the panel is packed (this task stored PACKED, or saw it with Acquire ordering after the
+        // packer's Release store), and nothing writes it again during this product.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
+    }
+}
+
+/// Marks a panel poisoned if its packer unwinds.
+struct PoisonOnUnwind<'a>(&'a AtomicU8);
+
+impl Drop for PoisonOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.store(POISONED, Ordering::Release);
+    }
+}
+
+/// Waits for another task to finish packing a panel (microseconds: packing calls nothing that could wait
+/// on this task), yielding the core after a while in case the packer has been descheduled.
+fn wait_until_packed(state: &AtomicU8) {
+    let mut spins = 0u32;
+    loop {
+        match state.load(Ordering::Acquire) {
+            PACKED => return,
+            POISONED => panic!("gemm: packing a panel of B panicked on another thread"),
+            _ => {}
+        }
+        spins += 1;
+        if spins < 4096 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -599,7 +642,7 @@ impl BLayout {
     }
 
     fn words(&self) -> usize {
-        self.panels() * self.nr * KC_WORDS
+        self.panels() * self.nr * self.panel_steps
     }
 }
 
@@ -689,7 +732,7 @@ fn run_task<TA: Float, TB: Float>(
     let hardware_tiles = matches!(kernel, Kernel::Amx { emulated: false });
     #[cfg(target_arch = "x86_64")]
     if hardware_tiles {
-        // SAFETY: the AMX kernel is chosen only where `isa` detected the tiles and got the permission.
+        // SAFETY: the AMX kernel is chosen only where `isa` detected the tiles and the OS granted them.
         unsafe { amx::Hardware::configure() };
     }
     with_buffer(&PACK_A, MC * KC_WORDS, |ap| {
