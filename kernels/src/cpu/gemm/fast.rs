@@ -130,26 +130,21 @@ fn kernel_for(compute: DType, level: Isa) -> Kernel {
 /// f16 weight), exactly as a separate cast would round them.
 #[inline]
 fn to_compute_f32<T: Elem>(src: &[T], round_to: DType, dst: &mut [f32]) {
+    debug_assert!(src.len() <= CHUNK);
+    let dst = &mut dst[..src.len()];
+    // The vectorized casts (bit-exact with `half`), through the low type when rounding.
     match (T::DTYPE, round_to) {
         (DType::F32, DType::F16) => {
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = f16::from_f32(s.to_f32()).to_f32();
-            }
+            let mut low = [f16::ZERO; CHUNK];
+            crate::cpu::cast(src, &mut low[..src.len()]);
+            crate::cpu::cast(&low[..src.len()], dst);
         }
         (DType::F32, DType::BF16) => {
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = bf16::from_f32(s.to_f32()).to_f32();
-            }
+            let mut low = [bf16::ZERO; CHUNK];
+            crate::cpu::cast(src, &mut low[..src.len()]);
+            crate::cpu::cast(&low[..src.len()], dst);
         }
-        (DType::F16, _) => {
-            use half::slice::HalfFloatSliceExt;
-            crate::cpu::same_type_slice::<T, f16>(src).convert_to_f32_slice(&mut dst[..src.len()]);
-        }
-        _ => {
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = s.to_f32();
-            }
-        }
+        _ => crate::cpu::cast(src, dst),
     }
 }
 
@@ -473,23 +468,37 @@ fn product<TA: Float, TB: Float, O: Float>(
             with_buffer(&ACCUMULATOR, m * n, |acc| {
                 in_pool(parallel, || {
                     tasks(kernel, compute, a, b, &packed_b, dims, false, acc, parallel);
-                    let finish = |(out, v): (&mut O, &f32)| {
-                        *out = if accumulate {
-                            O::from_f32(out.to_f32() + v)
+                    // Rounded to C's type by the vectorized casts, a chunk at a time.
+                    let finish = |(out, v): (&mut [O], &[f32])| {
+                        if accumulate {
+                            let mut sum = [0f32; FINISH_CHUNK];
+                            let sum = &mut sum[..out.len()];
+                            crate::cpu::cast(out, sum);
+                            for (s, v) in sum.iter_mut().zip(v) {
+                                *s += v;
+                            }
+                            crate::cpu::cast(sum, out);
                         } else {
-                            O::from_f32(*v)
+                            crate::cpu::cast(v, out);
                         }
                     };
                     if parallel {
-                        c.par_iter_mut().zip(acc.par_iter()).for_each(finish);
+                        c.par_chunks_mut(FINISH_CHUNK)
+                            .zip(acc.par_chunks(FINISH_CHUNK))
+                            .for_each(finish);
                     } else {
-                        c.iter_mut().zip(acc.iter()).for_each(finish);
+                        c.chunks_mut(FINISH_CHUNK)
+                            .zip(acc.chunks(FINISH_CHUNK))
+                            .for_each(finish);
                     }
                 })
             })
         })
     });
 }
+
+/// Elements of C rounded from the f32 accumulator per cast call.
+const FINISH_CHUNK: usize = 1024;
 
 /// Runs `f`, inside the thread pool when `parallel` (entering it once per product: jobs handed in from
 /// outside go through rayon's global queue, which allocates a block every 63 jobs, while jobs a worker
