@@ -28,6 +28,8 @@ const MC: usize = 96;
 /// Packed depth steps per slice: one B panel (`NR × KC_WORDS` words, 32 KiB for NR = 32) stays in L1
 /// while it meets every A panel of a task.
 const KC_WORDS: usize = 256;
+/// Products with at most this many row tiles read an f32 B in place instead of packing it.
+const READ_B_IN_PLACE_TILES: usize = 16;
 /// Below this many flops a product runs on the calling thread (a parallel region costs microseconds).
 const PARALLEL_FLOPS: f64 = 4.0e6;
 
@@ -375,6 +377,15 @@ fn interleave_whole<const PR: usize>(
     }
 }
 
+/// The bits of an f32 slice as words (`None` for other element types).
+fn f32_words<T: Elem>(data: &[T]) -> Option<&[u32]> {
+    (T::DTYPE == DType::F32).then(|| {
+        let values = crate::cpu::same_type_slice::<T, f32>(data);
+        // SAFETY: f32 and u32 have the same size and alignment, and every bit pattern is a valid u32.
+        unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u32>(), values.len()) }
+    })
+}
+
 /// A raw pointer to the f32 accumulator that tasks write through: each task writes only its own rows
 /// and columns, which no other task touches while the slice runs.
 #[derive(Clone, Copy)]
@@ -689,6 +700,7 @@ fn tasks<TA: Float, TB: Float>(
     };
     let panels_per_run = n_panels.div_ceil(column_runs);
     let column_runs = n_panels.div_ceil(panels_per_run);
+    let read_b_in_place = tiles <= READ_B_IN_PLACE_TILES;
     let out = SharedOut(out.as_mut_ptr());
     let task = |t: usize| {
         let (block, run) = (t / column_runs, t % column_runs);
@@ -705,6 +717,7 @@ fn tasks<TA: Float, TB: Float>(
             panels,
             (m, n, k),
             accumulate,
+            read_b_in_place,
             out,
         );
     };
@@ -730,12 +743,19 @@ fn run_task<TA: Float, TB: Float>(
     panels: std::ops::Range<usize>,
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
+    read_b_in_place: bool,
     out: SharedOut,
 ) {
     let (mr, nr) = kernel.tile();
     let per = kernel.k_per_word();
     let mc = rows.len();
     let mc_pad = mc.div_ceil(mr) * mr;
+    // With few rows of A, each B panel meets few A panels, so packing it would cost about as much as
+    // the products: an f32 B stored k × n is read in place (whole panels; the last, partial one is
+    // packed).
+    let direct_b = (read_b_in_place && b.row_stride == 1 && compute == DType::F32)
+        .then(|| f32_words(b.data))
+        .flatten();
     // Always the largest size a task can need: which worker runs which block varies from call to call,
     // so growing on demand could allocate long after warm-up.
     let hardware_tiles = matches!(kernel, Kernel::Amx { emulated: false });
@@ -763,9 +783,18 @@ fn run_task<TA: Float, TB: Float>(
                 steps,
             );
             for jr in panels.clone() {
-                let bpanel = packed_b.panel(b, (kernel, compute), n, slice, jr, (pc, kc, steps));
                 let col = jr * nr;
                 let live_cols = nr.min(n - col);
+                let bpanel = match direct_b {
+                    Some(words) if live_cols == nr => BPanel {
+                        words: &words[pc * n + col..],
+                        ld: n,
+                    },
+                    _ => BPanel {
+                        words: packed_b.panel(b, (kernel, compute), n, slice, jr, (pc, kc, steps)),
+                        ld: nr,
+                    },
+                };
                 for (ir, apanel) in ap.chunks_exact(mr * steps).enumerate() {
                     let row = rows.start + ir * mr;
                     let live_rows = mr.min(m - row);
@@ -816,7 +845,15 @@ fn run_task<TA: Float, TB: Float>(
 /// The largest register (or tile) block of any microkernel, in f32 values.
 const MAX_TILE: usize = 32 * 32;
 
-/// Runs the microkernel on full, padded panels: `c[r·ldc + j] (+)= Σ_s a[s·MR + r] · b[s·NR + j]`.
+/// B operand of one microkernel call: step `s`'s `NR` words start at `words[s·ld]`. A packed panel has
+/// `ld = NR`; an f32 B read in place (row-major, `k × n`) has `ld = n`.
+#[derive(Clone, Copy)]
+struct BPanel<'a> {
+    words: &'a [u32],
+    ld: usize,
+}
+
+/// Runs the microkernel on full, padded panels: `c[r·ldc + j] (+)= Σ_s a[s·MR + r] · b[s·ld + j]`.
 ///
 /// # Safety
 /// `c` must be valid for reads and writes of `MR` rows of `NR` values with row stride `ldc`, and the
@@ -826,26 +863,31 @@ unsafe fn microkernel(
     kernel: Kernel,
     steps: usize,
     a: &[u32],
-    b: &[u32],
+    b: BPanel,
     c: *mut f32,
     ldc: usize,
     add: bool,
 ) {
     let (mr, nr) = kernel.tile();
-    assert!(a.len() >= steps * mr && b.len() >= steps * nr);
+    assert!(a.len() >= steps * mr && b.words.len() >= (steps - 1) * b.ld + nr);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: the caller guarantees `c` and the ISA; the assertion above bounds the packed panels.
+    // SAFETY: the caller guarantees `c` and the ISA; the assertion above bounds the panels.
     unsafe {
-        let (a, b) = (a.as_ptr(), b.as_ptr());
+        let (a, ldb, b) = (a.as_ptr(), b.ld, b.words.as_ptr());
         match kernel {
-            Kernel::Avx512F32 => x86::f32_12x32(steps, a.cast(), b.cast(), c, ldc, add),
-            Kernel::Avx2F32 => x86::f32_6x16(steps, a.cast(), b.cast(), c, ldc, add),
-            Kernel::Avx512Bf16 => x86::bf16_12x32(steps, a, b, c, ldc, add),
-            Kernel::Amx { emulated: false } => {
-                amx::kernel_32x32(&mut amx::Hardware, steps, a, b, c, ldc, add)
+            Kernel::Avx512F32 => x86::f32_12x32(steps, a.cast(), b.cast(), ldb, c, ldc, add),
+            Kernel::Avx2F32 => x86::f32_6x16(steps, a.cast(), b.cast(), ldb, c, ldc, add),
+            Kernel::Avx512Bf16 => {
+                assert_eq!(ldb, nr, "pair kernels read packed panels");
+                x86::bf16_12x32(steps, a, b, c, ldc, add)
             }
-            Kernel::Amx { emulated: true } => {
-                amx::kernel_32x32(&mut amx::Emulated::new(), steps, a, b, c, ldc, add)
+            Kernel::Amx { emulated } => {
+                assert_eq!(ldb, nr, "pair kernels read packed panels");
+                if emulated {
+                    amx::kernel_32x32(&mut amx::Emulated::new(), steps, a, b, c, ldc, add)
+                } else {
+                    amx::kernel_32x32(&mut amx::Hardware, steps, a, b, c, ldc, add)
+                }
             }
         }
     }
@@ -876,12 +918,14 @@ mod x86 {
         };
     }
 
-    /// 12 × 32 f32 tile with AVX-512 FMA: 24 accumulators, two B vectors per step, A broadcast per row.
+    /// 12 × 32 f32 tile with AVX-512 FMA: 24 accumulators, two B vectors per step (`ldb` apart), A
+    /// broadcast per row.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn f32_12x32(
         steps: usize,
         a: *const f32,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         add: bool,
@@ -890,8 +934,8 @@ mod x86 {
         let step = |acc: &mut [[__m512; 2]; 12], s: usize| {
             let (b0, b1) = unsafe {
                 (
-                    _mm512_loadu_ps(b.add(s * 32)),
-                    _mm512_loadu_ps(b.add(s * 32 + 16)),
+                    _mm512_loadu_ps(b.add(s * ldb)),
+                    _mm512_loadu_ps(b.add(s * ldb + 16)),
                 )
             };
             for (r, acc) in acc.iter_mut().enumerate() {
@@ -935,6 +979,7 @@ mod x86 {
         steps: usize,
         a: *const f32,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
         add: bool,
@@ -943,8 +988,8 @@ mod x86 {
         for s in 0..steps {
             let (b0, b1) = unsafe {
                 (
-                    _mm256_loadu_ps(b.add(s * 16)),
-                    _mm256_loadu_ps(b.add(s * 16 + 8)),
+                    _mm256_loadu_ps(b.add(s * ldb)),
+                    _mm256_loadu_ps(b.add(s * ldb + 8)),
                 )
             };
             for (r, acc) in acc.iter_mut().enumerate() {
