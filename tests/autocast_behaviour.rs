@@ -357,7 +357,7 @@ fn labels(x: &Tensor<f32>, w: &Param) -> (Tensor<i64>, Tensor<bool>) {
 #[autocast(bf16)]
 #[allow(dead_code)]
 fn not_written_yet(_x: &Tensor<f32>) -> Tensor<f32> {
-    todo!()
+    unreachable!("a stub body: only that it compiles under the attribute is tested")
 }
 
 /// Integer and bool tensors are returned as they are (not cast), and a stub body compiles.
