@@ -5,3 +5,4 @@
 
 pub mod digits;
 pub mod mlp;
+pub mod stats;
