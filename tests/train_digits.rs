@@ -1,34 +1,67 @@
 //! The digits example's training loop, run briefly: it must learn (loss far below chance, accuracy far
-//! above 10%) under the f32, bf16 and f16 policies.
+//! above 10%) in every precision mode.
 
 #[path = "../examples/common/mod.rs"]
 mod common;
 
-use amp::policy::{Bf16, F16, F32};
+use amp::train::Precision;
 use common::digits::load_digits;
-use common::mlp::train;
+use common::mlp::{Config, train};
 
-/// Eight epochs of SGD bring the loss from ln 10 ≈ 2.30 to well below 1 under every policy.
+/// Three epochs of Adam (lr 0.01) bring the loss from ln 10 ≈ 2.30 to well below 1 in every precision
+/// mode.
 #[test]
-fn digits_mlp_learns_in_f32_and_bf16_mixed() {
+fn digits_mlp_learns_in_every_mode() {
     let data =
         load_digits(common::digits::DEFAULT_PATH).expect("data/digits.csv.gz is in the repository");
     assert_eq!((data.train_y.len(), data.test_y.numel()), (1348, 449));
     let chance = 10f32.ln();
-    for run in [train::<F32>, train::<Bf16>, train::<F16>] {
-        let run = run(&data, 8, 0.2, 0);
+    let config = Config {
+        epochs: 3,
+        batch: 64,
+        lr: 1e-2,
+        seed: 0,
+    };
+    for precision in [
+        Precision::F32True,
+        Precision::Bf16Mixed,
+        Precision::F16Mixed,
+        Precision::Bf16True,
+        Precision::F16True,
+    ] {
+        let run = train(&data, &[64, 64, 10], precision, config).expect("a supported mode");
         assert!(
             (run.first_loss - chance).abs() < 0.2,
-            "first loss {} should be near chance {chance}",
+            "{precision}: first loss {} should be near chance {chance}",
             run.first_loss
         );
         assert!(
             run.final_loss < 0.6,
-            "final loss {} after 8 epochs",
+            "{precision}: final loss {} after 3 epochs",
             run.final_loss
         );
-        assert!(run.accuracy > 85.0, "test accuracy {}%", run.accuracy);
+        assert!(
+            run.accuracy > 85.0,
+            "{precision}: test accuracy {}%",
+            run.accuracy
+        );
     }
+}
+
+/// Asking for "64-true" is an error that lists the modes, not a panic.
+#[test]
+fn unsupported_mode_is_an_error() {
+    let data = load_digits(common::digits::DEFAULT_PATH).expect("data in the repository");
+    let config = Config {
+        epochs: 1,
+        batch: 64,
+        lr: 1e-3,
+        seed: 0,
+    };
+    let err = train(&data, &[64, 10], Precision::F64True, config)
+        .err()
+        .expect("64-true is not supported");
+    assert!(err.to_string().contains("64-true"), "{err}");
 }
 
 /// A missing data file is an error that names the file, not a panic.

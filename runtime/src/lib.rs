@@ -25,6 +25,7 @@ pub mod nn;
 mod ops;
 mod param;
 pub mod policy;
+mod pool;
 mod rng;
 mod shape;
 mod tensor;

@@ -15,13 +15,29 @@ pub enum Device {
     Cpu,
 }
 
-/// The buffer behind one or more tensors (reshapes share it).
+/// The buffer behind one or more tensors (reshapes share it). When the last tensor using it is dropped,
+/// the buffer goes back to the thread's pool for the next op ([`crate::pool`]).
 #[derive(Debug)]
-pub(crate) enum Storage<E> {
+pub(crate) enum Storage<E: Element> {
     Cpu(Vec<E>),
 }
 
-impl<E> Storage<E> {
+impl<E: Element> Drop for Storage<E> {
+    fn drop(&mut self) {
+        match self {
+            Storage::Cpu(v) => crate::pool::give(std::mem::take(v)),
+        }
+    }
+}
+
+impl<E: Element> Storage<E> {
+    /// Moves the buffer out, leaving an empty one.
+    fn take_vec(&mut self) -> Vec<E> {
+        match self {
+            Storage::Cpu(v) => std::mem::take(v),
+        }
+    }
+
     pub(crate) fn as_slice(&self) -> &[E] {
         match self {
             Storage::Cpu(v) => v,
@@ -47,7 +63,7 @@ pub struct Tensor<E: Element> {
     inner: Arc<Inner<E>>,
 }
 
-struct Inner<E> {
+struct Inner<E: Element> {
     data: Arc<Storage<E>>,
     shape: Vec<usize>,
     node: Option<Arc<Node>>,
@@ -206,7 +222,8 @@ impl<E: Element> Tensor<E> {
     pub(crate) fn into_vec(self) -> Vec<E> {
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => match Arc::try_unwrap(inner.data) {
-                Ok(Storage::Cpu(v)) => v,
+                // Taken out of the storage, so its drop has nothing to give back to the pool.
+                Ok(mut storage) => storage.take_vec(),
                 Err(shared) => shared.as_slice().to_vec(),
             },
             Err(shared) => shared.data.as_slice().to_vec(),

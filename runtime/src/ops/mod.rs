@@ -20,7 +20,7 @@ pub use conv::Pair;
 
 use crate::element::Element;
 
-/// A buffer of `n` default elements for a kernel to write into.
+/// A buffer of `n` default elements for a kernel to write into (a reused one when possible).
 pub(crate) fn buffer<E: Element>(n: usize) -> Vec<E> {
-    vec![E::default(); n]
+    crate::pool::take(n)
 }

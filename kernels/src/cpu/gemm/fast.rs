@@ -782,7 +782,11 @@ fn run_task<TA: Float, TB: Float>(
                 kc,
                 steps,
             );
-            for jr in panels.clone() {
+            // Tasks start at different panels (by where their rows lie), so tasks running at the same
+            // time pack different panels instead of queueing for the same one.
+            let shift = (rows.start / mr) * panels.len() / m.div_ceil(mr);
+            for i in 0..panels.len() {
+                let jr = panels.start + (i + shift) % panels.len();
                 let col = jr * nr;
                 let live_cols = nr.min(n - col);
                 let bpanel = match direct_b {
