@@ -99,3 +99,56 @@ pub(crate) fn give<E: Element>(v: Vec<E>) {
         evicted
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A freed large buffer comes back for the next request of about its size, zeroed; a request of
+    /// another type or of less than half its size does not get it.
+    #[test]
+    fn large_buffers_are_reused_zeroed() {
+        let n = 100_000;
+        let mut v = take::<f32>(n);
+        v.iter_mut().for_each(|x| *x = 7.0);
+        let address = v.as_ptr() as usize;
+        give(v);
+        let other = take::<i64>(n / 2);
+        assert_ne!(other.as_ptr() as usize, address, "another element type");
+        let small = take::<f32>(n / 3);
+        assert_ne!(
+            small.as_ptr() as usize,
+            address,
+            "less than half the capacity"
+        );
+        let again = take::<f32>(n - 10);
+        assert_eq!(again.as_ptr() as usize, address, "reused");
+        assert_eq!(again.len(), n - 10);
+        assert!(again.iter().all(|&x| x == 0.0), "zeroed");
+    }
+
+    /// Small buffers are left to the allocator, and the pool never holds more than its limits.
+    #[test]
+    fn the_pool_stays_within_its_limits() {
+        give(vec![1.0f32; 16]);
+        let held = |f: &dyn Fn(&Pool) -> usize| with_pool(|p| f(p)).unwrap_or(0);
+        assert_eq!(
+            held(&|p| p.free.iter().filter(|f| f.capacity == 16).count()),
+            0
+        );
+        for _ in 0..2 * MAX_POOLED_BUFFERS {
+            give(vec![0f64; MIN_BYTES / 8]);
+        }
+        assert!(held(&|p| p.free.len()) <= MAX_POOLED_BUFFERS);
+        for _ in 0..8 {
+            give(vec![0f32; (MAX_POOLED_BYTES / 4) / 4]);
+        }
+        assert!(held(&|p| p.bytes) <= MAX_POOLED_BYTES);
+        let total: usize = held(&|p| p.free.iter().map(|f| f.bytes).sum());
+        assert_eq!(
+            total,
+            held(&|p| p.bytes),
+            "the byte count matches the buffers"
+        );
+    }
+}
