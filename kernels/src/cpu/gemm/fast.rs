@@ -132,21 +132,42 @@ fn kernel_for(compute: DType, level: Isa) -> Kernel {
 /// f16 weight), exactly as a separate cast would round them.
 #[inline]
 fn to_compute_f32<T: Elem>(src: &[T], round_to: DType, dst: &mut [f32]) {
-    debug_assert!(src.len() <= CHUNK);
     let dst = &mut dst[..src.len()];
-    // The vectorized casts (bit-exact with `half`), through the low type when rounding.
     match (T::DTYPE, round_to) {
         (DType::F32, DType::F16) => {
-            let mut low = [f16::ZERO; CHUNK];
-            crate::cpu::cast(src, &mut low[..src.len()]);
-            crate::cpu::cast(&low[..src.len()], dst);
+            let src = crate::cpu::same_type_slice::<T, f32>(src);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the fast GEMM runs only at the AVX2 level or above, which includes F16C.
+            unsafe {
+                x86::round_through_f16(src, dst)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = f16::from_f32(*s).to_f32();
+            }
+        }
+        (DType::F16, _) => {
+            let src = crate::cpu::same_type_slice::<T, f16>(src);
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            unsafe {
+                x86::widen_f16(src, dst)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = s.to_f32();
+            }
         }
         (DType::F32, DType::BF16) => {
-            let mut low = [bf16::ZERO; CHUNK];
-            crate::cpu::cast(src, &mut low[..src.len()]);
-            crate::cpu::cast(&low[..src.len()], dst);
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = bf16::from_f32(s.to_f32()).to_f32();
+            }
         }
-        _ => crate::cpu::cast(src, dst),
+        _ => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = s.to_f32();
+            }
+        }
     }
 }
 
@@ -957,6 +978,42 @@ mod x86 {
             step(&mut acc, s);
         }
         store_12x32!(acc, c, ldc, add);
+    }
+
+    /// f16 values widened to f32 with F16C, 8 at a time (exact). Short runs are the common case here
+    /// (a panel's step), so this is called directly rather than through the dispatching cast kernel.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let mut i = 0;
+        while i + 8 <= n {
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+            i += 8;
+        }
+        for j in i..n {
+            dst[j] = src[j].to_f32();
+        }
+    }
+
+    /// f32 values rounded to f16 (to nearest even, as a cast does) and widened back, with F16C.
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn round_through_f16(src: &[f32], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        let mut i = 0;
+        while i + 8 <= n {
+            unsafe {
+                let x = _mm256_loadu_ps(src.as_ptr().add(i));
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+            i += 8;
+        }
+        for j in i..n {
+            dst[j] = half::f16::from_f32(src[j]).to_f32();
+        }
     }
 
     /// Depth steps before its end at which a microkernel prefetches its C tile: late enough that the
