@@ -398,6 +398,15 @@ fn interleave_whole<const PR: usize>(
     }
 }
 
+/// Depth (in k values) of each slice of the contraction: as equal as possible, at most `KC_WORDS` packed
+/// steps, a whole number of steps (k = 784 runs as 4 slices of 196, not 3 of 256 and one of 16, whose
+/// microkernel calls would be mostly C traffic).
+fn slice_depth(kernel: Kernel, k: usize) -> usize {
+    let per = kernel.k_per_word();
+    let slices = k.div_ceil(KC_WORDS * per);
+    k.div_ceil(slices).next_multiple_of(per)
+}
+
 /// The bits of an f32 slice as words (`None` for other element types).
 fn f32_words<T: Elem>(data: &[T]) -> Option<&[u32]> {
     (T::DTYPE == DType::F32).then(|| {
@@ -586,9 +595,11 @@ impl PackedB<'_> {
         BLayout {
             nr,
             n_panels: n.div_ceil(nr),
-            n_slices: k.div_ceil(KC_WORDS * per),
-            // As deep as the deepest slice, so a shallow product (attention's k = 64) packs small.
-            panel_steps: KC_WORDS.min(k.div_ceil(per).next_multiple_of(kernel.step_multiple())),
+            n_slices: k.div_ceil(slice_depth(kernel, k)),
+            // As deep as a slice, so a shallow product (attention's k = 64) packs small.
+            panel_steps: slice_depth(kernel, k)
+                .div_ceil(per)
+                .next_multiple_of(kernel.step_multiple()),
         }
     }
 
@@ -786,8 +797,9 @@ fn run_task<TA: Float, TB: Float>(
         unsafe { amx::Hardware::configure() };
     }
     with_buffer(&PACK_A, MC * KC_WORDS, |ap| {
-        for (slice, pc) in (0..k).step_by(KC_WORDS * per).enumerate() {
-            let kc = (KC_WORDS * per).min(k - pc);
+        let depth = slice_depth(kernel, k);
+        for (slice, pc) in (0..k).step_by(depth).enumerate() {
+            let kc = depth.min(k - pc);
             let steps = kc.div_ceil(per).next_multiple_of(kernel.step_multiple());
             let add = accumulate || pc > 0;
             let ap = &mut ap[..mc_pad * steps];
