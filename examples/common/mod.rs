@@ -4,5 +4,10 @@
 #![allow(dead_code)]
 
 pub mod digits;
+pub mod gpt;
+pub mod gpt_train;
 pub mod mlp;
+pub mod plot;
+pub mod shakespeare_cli;
 pub mod stats;
+pub mod text;
