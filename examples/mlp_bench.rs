@@ -126,6 +126,8 @@ fn measure(precision: Precision, args: &Args) -> Result<Measured, PrecisionError
 }
 
 fn measure_under<P: Policy>(precision: Precision, args: &Args) -> Result<Measured, PrecisionError> {
+    // The buffers the previous mode left in the pool would count towards this mode's peak.
+    amp::empty_cache();
     reset_peak_rss();
     let mut rng = Rng::new(0);
     let model = Mlp::<P>::new(&WIDTHS, &mut rng);

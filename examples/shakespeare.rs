@@ -74,6 +74,8 @@ fn main() -> Result<(), Failure> {
     );
     let mut runs = Vec::new();
     for precision in args.precisions() {
+        // Buffers pooled by the previous mode would count towards this one's peak.
+        amp::empty_cache();
         reset_peak_rss();
         let run = train(precision, &corpus, config, &settings)?;
         let peak = peak_rss_bytes();

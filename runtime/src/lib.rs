@@ -36,6 +36,7 @@ pub use autograd::{GradId, GradKey, Grads, NoGradGuard, is_grad_enabled, no_grad
 pub use element::{AnyTensor, DType, Element, Float, LowFloat, Promote};
 pub use ops::{Pair, Scalar};
 pub use param::Param;
+pub use pool::empty_cache;
 pub use rng::Rng;
 pub use shape::{Dims, IntoShape};
 pub use tensor::{Device, Tensor};

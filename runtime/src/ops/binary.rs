@@ -3,7 +3,7 @@
 
 use crate::autograd::grad_if;
 use crate::element::{AnyTensor, Element, Float, Promote};
-use crate::ops::buffer;
+use crate::ops::{buffer, output_buffer};
 use crate::param::Param;
 use crate::shape::{broadcast_shapes, numel};
 use crate::tensor::Tensor;
@@ -21,7 +21,7 @@ impl<E: Float> Tensor<E> {
     ) -> Tensor<E> {
         let shape = broadcast_shapes(name, self.shape(), other.shape());
         let layout = Broadcast::new(&shape, &[self.shape(), other.shape()]);
-        let mut out = buffer::<E>(numel(&shape));
+        let mut out = output_buffer::<E>(numel(&shape));
         cpu::binary(op, self.data(), other.data(), &mut out, &layout);
         // Add and Sub need only the shapes; the others need the values.
         let (a_shape, b_shape) = (self.shape().to_vec(), other.shape().to_vec());
@@ -45,7 +45,7 @@ impl<E: Float> Tensor<E> {
             other.shape(),
         );
         let layout = Broadcast::new(&shape, &[cond.shape(), self.shape(), other.shape()]);
-        let mut out = buffer::<E>(numel(&shape));
+        let mut out = output_buffer::<E>(numel(&shape));
         cpu::select(cond.data(), self.data(), other.data(), &mut out, &layout);
         let (cond, a_shape, b_shape) =
             (cond.clone(), self.shape().to_vec(), other.shape().to_vec());

@@ -2,7 +2,7 @@
 
 use crate::autograd::grad_if;
 use crate::element::Element;
-use crate::ops::buffer;
+use crate::ops::output_buffer;
 use crate::tensor::Tensor;
 use amp_kernels::{bf16, cpu, f16};
 
@@ -23,7 +23,7 @@ impl<E: Element> Tensor<E> {
         if E::DTYPE == O::DTYPE {
             return O::from_any(self.clone().into()).unwrap_or_else(|_| unreachable!("same dtype"));
         }
-        let mut out = buffer::<O>(self.numel());
+        let mut out = output_buffer::<O>(self.numel());
         cpu::cast(self.data(), &mut out);
         let differentiable = E::DTYPE.is_float() && O::DTYPE.is_float();
         let node = if differentiable { self.node() } else { None };

@@ -3,7 +3,7 @@
 
 use crate::autograd::grad_if;
 use crate::element::Float;
-use crate::ops::buffer;
+use crate::ops::output_buffer;
 use crate::shape::{broadcast_shapes, numel};
 use crate::tensor::Tensor;
 use amp_kernels::DType;
@@ -29,7 +29,7 @@ pub(crate) fn gemm_mixed_new<A: Float, B: Float, O: Float>(
     a: &[A],
     b: &[B],
 ) -> Vec<O> {
-    let mut c = buffer::<O>(spec.batch * spec.m * spec.n);
+    let mut c = output_buffer::<O>(spec.batch * spec.m * spec.n);
     cpu::gemm_mixed(&spec, a, b, &mut c);
     c
 }

@@ -2,7 +2,7 @@
 //! (f64 for f64). The affine part (weight, bias) is ordinary broadcast arithmetic.
 
 use crate::element::Float;
-use crate::ops::buffer;
+use crate::ops::{buffer, output_buffer};
 use crate::shape::numel;
 use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, Binary};
@@ -11,7 +11,7 @@ impl<E: Float> Tensor<E> {
     /// Normalizes each row of `cols` elements to zero mean and unit variance (no affine part).
     fn normalize_rows(&self, name: &'static str, cols: usize, eps: f64, center: bool) -> Tensor<E> {
         let rows = self.numel() / cols.max(1);
-        let mut out = buffer::<E>(self.numel());
+        let mut out = output_buffer::<E>(self.numel());
         let mut rstd = buffer::<E::Acc>(rows);
         let x = self.detach();
         if center {
@@ -23,7 +23,7 @@ impl<E: Float> Tensor<E> {
                 self.shape().to_vec(),
                 &[self.node()],
                 move |g, _| {
-                    let mut dx = buffer::<E>(g.numel());
+                    let mut dx = output_buffer::<E>(g.numel());
                     cpu::layer_norm_backward(x.data(), &mean, &rstd, g.data(), &mut dx, cols);
                     vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
                 },
@@ -36,7 +36,7 @@ impl<E: Float> Tensor<E> {
                 self.shape().to_vec(),
                 &[self.node()],
                 move |g, _| {
-                    let mut dx = buffer::<E>(g.numel());
+                    let mut dx = output_buffer::<E>(g.numel());
                     cpu::rms_norm_backward(x.data(), &rstd, g.data(), &mut dx, cols);
                     vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
                 },

@@ -1,7 +1,7 @@
 //! Softmax and log-softmax along one dimension, computed in f32 (f64 for f64).
 
 use crate::element::Float;
-use crate::ops::buffer;
+use crate::ops::output_buffer;
 use crate::shape::dim_index;
 use crate::tensor::{Storage, Tensor};
 use amp_kernels::cpu::{self, Dim3};
@@ -30,7 +30,7 @@ impl<E: Float> Tensor<E> {
     #[track_caller]
     fn softmax_op<O: Float>(&self, name: &'static str, dim: isize, log: bool) -> Tensor<O> {
         let layout = Dim3::of(self.shape(), dim_index(name, dim, self.shape()));
-        let mut out = buffer::<O>(self.numel());
+        let mut out = output_buffer::<O>(self.numel());
         if log {
             cpu::log_softmax(self.data(), &mut out, layout);
         } else {
@@ -44,7 +44,7 @@ impl<E: Float> Tensor<E> {
             self.shape().to_vec(),
             &[self.node()],
             move |g, _| {
-                let mut dx = buffer::<O>(g.numel());
+                let mut dx = output_buffer::<O>(g.numel());
                 if log {
                     cpu::log_softmax_backward(y.as_slice(), g.data(), &mut dx, layout);
                 } else {

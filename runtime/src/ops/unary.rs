@@ -1,7 +1,7 @@
 //! Elementwise functions of one tensor. All compute in f32 (f64 for f64) and round once.
 
 use crate::element::Float;
-use crate::ops::buffer;
+use crate::ops::output_buffer;
 use crate::tensor::{Storage, Tensor};
 use amp_kernels::cpu::{self, Unary};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::sync::Arc;
 impl<E: Float> Tensor<E> {
     /// Applies `op` elementwise and records its derivative.
     pub(crate) fn map(&self, name: &'static str, op: Unary) -> Tensor<E> {
-        let mut out = buffer::<E>(self.numel());
+        let mut out = output_buffer::<E>(self.numel());
         cpu::unary(op, self.data(), &mut out);
         let out = Arc::new(Storage::Cpu(out));
         let (x, y) = (self.storage().clone(), out.clone());
@@ -19,7 +19,7 @@ impl<E: Float> Tensor<E> {
             self.shape().to_vec(),
             &[self.node()],
             move |g, _| {
-                let mut dx = buffer::<E>(g.numel());
+                let mut dx = output_buffer::<E>(g.numel());
                 cpu::unary_backward(op, x.as_slice(), y.as_slice(), g.data(), &mut dx);
                 vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
             },
