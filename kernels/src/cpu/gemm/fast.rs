@@ -159,8 +159,13 @@ fn to_compute_f32<T: Elem>(src: &[T], round_to: DType, dst: &mut [f32]) {
             }
         }
         (DType::F32, DType::BF16) => {
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = bf16::from_f32(s.to_f32()).to_f32();
+            let mut bits = [0u16; CHUNK];
+            for (dst, src) in dst.chunks_mut(CHUNK).zip(src.chunks(CHUNK)) {
+                let bits = &mut bits[..src.len()];
+                bf16_bits(src, bits);
+                for (d, &b) in dst.iter_mut().zip(bits.iter()) {
+                    *d = f32::from_bits(u32::from(b) << 16);
+                }
             }
         }
         _ => {
@@ -197,20 +202,44 @@ fn for_each_f32_word<T: Elem>(src: &[T], round_to: DType, mut put: impl FnMut(us
     }
 }
 
-/// Calls `put(i, bits)` with the bf16 bits of each `src[i]` (rounded to nearest even from f32, as a cast
-/// would).
+/// The bf16 bits of `src`: the source itself when it is bf16 (no copy: runs are short, and a copy
+/// becomes a `memcpy` call per run), else its values rounded into `scratch`.
 #[inline(always)]
-fn for_each_bf16<T: Elem>(src: &[T], mut put: impl FnMut(usize, u16)) {
+fn bf16_run<'a, T: Elem>(src: &'a [T], scratch: &'a mut [u16]) -> &'a [u16] {
     if T::DTYPE == DType::BF16 {
-        for (i, v) in crate::cpu::same_type_slice::<T, bf16>(src)
-            .iter()
-            .enumerate()
-        {
-            put(i, v.to_bits());
-        }
+        let src = crate::cpu::same_type_slice::<T, bf16>(src);
+        // SAFETY: bf16 is a transparent wrapper of u16.
+        unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<u16>(), src.len()) }
     } else {
-        for (i, v) in src.iter().enumerate() {
-            put(i, bf16::from_f32(v.to_f32()).to_bits());
+        let scratch = &mut scratch[..src.len()];
+        bf16_bits(src, scratch);
+        scratch
+    }
+}
+
+/// Writes the bf16 bits of each `src[i]` to `dst[i]` (rounded to nearest even from f32, as a cast would).
+#[inline(always)]
+fn bf16_bits<T: Elem>(src: &[T], dst: &mut [u16]) {
+    let dst = &mut dst[..src.len()];
+    match T::DTYPE {
+        DType::BF16 => {
+            for (d, v) in dst
+                .iter_mut()
+                .zip(crate::cpu::same_type_slice::<T, bf16>(src))
+            {
+                *d = v.to_bits();
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        DType::F32 => {
+            let src = crate::cpu::same_type_slice::<T, f32>(src);
+            // SAFETY: the fast GEMM runs only at the AVX2 level or above.
+            unsafe { x86::round_to_bf16_bits(src, dst) }
+        }
+        _ => {
+            for (d, v) in dst.iter_mut().zip(src) {
+                *d = bf16::from_f32(v.to_f32()).to_bits();
+            }
         }
     }
 }
@@ -314,12 +343,13 @@ fn pack<T: Elem>(
                     let elements = (2 * len).min(depth - 2 * c0);
                     for (r, buf) in rows_buf.iter_mut().enumerate().take(live) {
                         let start = (first + r) * src.row_stride + d0 + 2 * c0;
-                        if elements % 2 == 1 {
-                            halves[elements] = 0;
+                        let run = bf16_run(&src.data[start..start + elements], &mut halves);
+                        let (pairs, odd) = run.as_chunks::<2>();
+                        for (word, pair) in buf.iter_mut().zip(pairs) {
+                            word.write(u32::from(pair[0]) | u32::from(pair[1]) << 16);
                         }
-                        for_each_bf16(&src.data[start..start + elements], |i, h| halves[i] = h);
-                        for (word, pair) in buf.iter_mut().zip(halves.chunks_exact(2)).take(len) {
-                            word.write(pair[0] as u32 | (pair[1] as u32) << 16);
+                        if let [last] = odd {
+                            buf[pairs.len()].write(u32::from(*last));
                         }
                     }
                     interleave(
@@ -334,15 +364,20 @@ fn pack<T: Elem>(
             (_, false) => {
                 // Depth 2s and 2s+1 each run along the rows: the first fills the low halves, the second
                 // the high ones.
+                let mut scratch = [0u16; MAX_PANEL_ROWS];
                 for s in 0..steps {
                     let start = (d0 + 2 * s) * src.depth_stride + first;
                     let step = &mut panel[s * pr..s * pr + live];
-                    for_each_bf16(&src.data[start..start + live], |j, h| step[j] = h as u32);
+                    let low = bf16_run(&src.data[start..start + live], &mut scratch);
+                    for (word, &h) in step.iter_mut().zip(low) {
+                        *word = u32::from(h);
+                    }
                     if 2 * s + 1 < depth {
                         let start = start + src.depth_stride;
-                        for_each_bf16(&src.data[start..start + live], |j, h| {
-                            step[j] |= (h as u32) << 16
-                        });
+                        let high = bf16_run(&src.data[start..start + live], &mut scratch);
+                        for (word, &h) in step.iter_mut().zip(high) {
+                            *word |= u32::from(h) << 16;
+                        }
                     }
                 }
             }
@@ -1010,6 +1045,40 @@ mod x86 {
         }
     }
 
+    /// The bf16 bits of f32 values, rounded to nearest even with integer ops, 8 at a time: bit for bit
+    /// what `half::bf16::from_f32` gives (subnormals kept, NaN quieted), without a call per value.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn round_to_bf16_bits(src: &[f32], dst: &mut [u16]) {
+        let n = src.len().min(dst.len());
+        let mut i = 0;
+        unsafe {
+            let magnitude = _mm256_set1_epi32(0x7FFF_FFFF);
+            let infinity = _mm256_set1_epi32(0x7F80_0000);
+            let half_ulp = _mm256_set1_epi32(0x7FFF);
+            let one = _mm256_set1_epi32(1);
+            let quiet = _mm256_set1_epi32(0x0040_0000);
+            while i + 16 <= n {
+                let round = |x: __m256i| {
+                    // x + 0x7FFF + (bit 16 of x) carries into the upper half exactly when RNE rounds up.
+                    let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(x), one);
+                    let rounded = _mm256_add_epi32(_mm256_add_epi32(x, half_ulp), lsb);
+                    let nan = _mm256_cmpgt_epi32(_mm256_and_si256(x, magnitude), infinity);
+                    let value = _mm256_blendv_epi8(rounded, _mm256_or_si256(x, quiet), nan);
+                    _mm256_srli_epi32::<16>(value)
+                };
+                let lo = round(_mm256_loadu_si256(src.as_ptr().add(i).cast()));
+                let hi = round(_mm256_loadu_si256(src.as_ptr().add(i + 8).cast()));
+                // Packing works within 128-bit lanes: reorder the 64-bit quarters to restore order.
+                let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(lo, hi));
+                _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), packed);
+                i += 16;
+            }
+        }
+        for j in i..n {
+            dst[j] = half::bf16::from_f32(src[j]).to_bits();
+        }
+    }
+
     /// f32 values rounded to f16 (to nearest even, as a cast does) and widened back, with F16C.
     #[target_feature(enable = "avx2,f16c")]
     pub unsafe fn round_through_f16(src: &[f32], dst: &mut [f32]) {
@@ -1117,5 +1186,37 @@ mod x86 {
             }
         }
         store_12x32!(acc, c, ldc, add);
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::x86::round_to_bf16_bits;
+
+    /// The vectorized rounding used while packing gives `half`'s bits for every upper half combined with
+    /// the lower halves where rounding decides (ties, either side of them, zero, all ones): ties to
+    /// even, carries into the exponent and to infinity, subnormals, infinities and every NaN class;
+    /// and for a spread of other patterns, at every offset of the 16-wide loop and its scalar tail.
+    #[test]
+    fn packing_rounds_f32_to_bf16_as_half_does() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let lows = [0u32, 1, 0x7FFF, 0x8000, 0x8001, 0xC000, 0xFFFF];
+        let mut patterns: Vec<u32> = (0..=0xFFFFu32)
+            .flat_map(|high| lows.iter().map(move |&low| high << 16 | low))
+            .collect();
+        patterns.extend((0..1_000_003u32).map(|i| i.wrapping_mul(0x9E37_79B1)));
+        let values: Vec<f32> = patterns.iter().map(|&b| f32::from_bits(b)).collect();
+        for offset in [0, 3] {
+            let src = &values[offset..];
+            let mut bits = vec![0u16; src.len()];
+            // SAFETY: AVX2 was detected above.
+            unsafe { round_to_bf16_bits(src, &mut bits) };
+            for (v, b) in src.iter().zip(&bits) {
+                let expected = half::bf16::from_f32(*v).to_bits();
+                assert_eq!(*b, expected, "{:#010x}", v.to_bits());
+            }
+        }
     }
 }

@@ -19,8 +19,18 @@ use rayon::prelude::*;
 /// Splits `out` into tasks of about `PARALLEL_MIN / 4` units of work (`unit` per element of `out`) and
 /// runs `f(start, chunk)` on each, in parallel when the whole job is at least `PARALLEL_MIN` units.
 fn split<O: Send>(out: &mut [O], unit: usize, f: impl Fn(usize, &mut [O]) + Sync) {
+    split_at_least(out, unit, 1, f)
+}
+
+/// [`split`] with at least `min_per_task` elements of `out` per task.
+fn split_at_least<O: Send>(
+    out: &mut [O],
+    unit: usize,
+    min_per_task: usize,
+    f: impl Fn(usize, &mut [O]) + Sync,
+) {
     let unit = unit.max(1);
-    let per_task = (PARALLEL_MIN / 4).div_ceil(unit).max(1);
+    let per_task = (PARALLEL_MIN / 4).div_ceil(unit).max(min_per_task).max(1);
     if out.len().saturating_mul(unit) < PARALLEL_MIN {
         out.chunks_mut(per_task)
             .enumerate()
@@ -297,7 +307,11 @@ pub(crate) fn reduce<I: Elem, O: Elem>(op: Reduce, x: &[I], out: &mut [O], d: Di
                 run(level, ReduceRows { op, x, size, out })
             })
         } else {
-            split(out, d.size, |start, out| {
+            // Each task walks all `size` rows of its columns, so a task takes whole strips of four
+            // vectors of columns (one cache line of each row per vector): a strip of two columns
+            // would fetch the same lines as one of 64 and use 2 of their 16 values.
+            let strip = d.inner.min(4 * MAX_LANES);
+            split_at_least(out, d.size, strip, |start, out| {
                 run(
                     level,
                     ReduceCols {
