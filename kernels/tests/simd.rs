@@ -583,6 +583,10 @@ fn reduce_layouts() -> Vec<Dim3> {
         (2, 1000, 33),
         (1, 2, 100_003),
         (700, 1, 3),
+        // Parallel strips of 64 columns: whole rows of a norm's weight gradient, and strips that
+        // cross from one outer block into the next.
+        (1, 4096, 128),
+        (3, 700, 100),
     ] {
         v.push(Dim3 { outer, size, inner });
     }
