@@ -2,11 +2,11 @@
 
 use crate::autograd::grad_if;
 use crate::element::Float;
-use crate::ops::buffer;
 use crate::ops::matmul::{gemm_new, spec};
+use crate::ops::output_buffer;
 use crate::tensor::Tensor;
+use amp_kernels::Accum;
 use amp_kernels::cpu::{self, Dim3};
-use amp_kernels::{Accum, Elem};
 
 impl<E: Float> Tensor<E> {
     /// `softmax(q·kᵀ/√d [+ causal mask]) · v` for queries `self` of shape `[..., lq, d]`, keys `[..., lk, d]`
@@ -38,25 +38,28 @@ impl<E: Float> Tensor<E> {
             self.data(),
             key.data(),
         );
+        let scale_acc = E::Acc::c(scale);
         for (row, s) in scores.chunks_exact_mut(lk.max(1)).enumerate() {
-            let i = row % lq.max(1);
-            for (j, v) in s.iter_mut().enumerate() {
-                *v = if causal && j > i {
-                    E::Acc::NEG_INFINITY
-                } else {
-                    *v * E::Acc::c(scale)
-                };
-            }
+            // Query i sees keys 0..=i when causal: the rest are masked (whole runs, so both loops
+            // vectorize).
+            let seen = if causal {
+                (row % lq.max(1) + 1).min(lk)
+            } else {
+                lk
+            };
+            let (kept, masked) = s.split_at_mut(seen);
+            kept.iter_mut().for_each(|v| *v *= scale_acc);
+            masked.fill(E::Acc::NEG_INFINITY);
         }
         let rows = Dim3 {
             outer: batch * lq,
             size: lk,
             inner: 1,
         };
-        let mut probs = buffer::<E::Acc>(scores.len());
+        let mut probs = output_buffer::<E::Acc>(scores.len());
         cpu::softmax(&scores, &mut probs, rows);
         drop(scores);
-        let mut probs_low = buffer::<E>(probs.len());
+        let mut probs_low = output_buffer::<E>(probs.len());
         cpu::cast(&probs, &mut probs_low);
         let out: Vec<E> = gemm_new(
             spec(batch, lq, dv, lk, (false, false), (lq * lk, lk * dv)),
@@ -85,12 +88,13 @@ impl<E: Float> Tensor<E> {
                 g.data(),
                 v.data(),
             );
-            let mut ds = buffer::<E::Acc>(dp.len());
+            let mut ds = output_buffer::<E::Acc>(dp.len());
             cpu::softmax_backward(&probs, &dp, &mut ds, rows);
-            let ds_low: Vec<E> = ds
-                .iter()
-                .map(|&x| (x * E::Acc::c(scale)).cast::<E>())
-                .collect();
+            drop(dp);
+            ds.iter_mut().for_each(|x| *x *= scale_acc);
+            let mut ds_low = output_buffer::<E>(ds.len());
+            cpu::cast(&ds, &mut ds_low);
+            drop(ds);
             let dq = grad_if(needs[0], || {
                 let d_: Vec<E> = gemm_new(
                     spec(batch, lq, d, lk, (false, false), (lq * lk, lk * d)),

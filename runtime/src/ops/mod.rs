@@ -63,9 +63,19 @@ mod tests {
             let mixed = (&low + &bias).where_(&mask, &h);
             let normed = mixed.layer_norm(&[cols], None, None, 1e-5).softmax(-1)
                 + mixed.rms_norm(&[cols], None, 1e-5).log_softmax(-1);
-            let loss = (&normed * &normed).sum(..);
+            let seq = mixed.reshape([1, rows, cols]);
+            let turned = seq.permute(&[0, 2, 1]);
+            let moved = Tensor::cat(&[&turned, &turned.narrow(-1, 1, 7)], -1).broadcast_to([
+                2,
+                cols,
+                rows + 7,
+            ]);
+            let attended = seq.attention(&seq, &x.reshape([1, rows, cols]), true);
+            let loss = (&normed * &normed).sum(..) + (&attended * &attended).sum(..);
             let grads = loss.backward();
             let mut values = normed.to_vec();
+            values.extend(attended.to_vec());
+            values.extend(moved.to_vec());
             values.extend(grads.get(&x).unwrap().to_vec());
             values.extend(grads.get(&w).unwrap().to_vec());
             values
@@ -73,7 +83,13 @@ mod tests {
         empty_cache();
         let fresh = run();
         assert!(fresh.iter().all(|v| v.is_finite()));
-        poison_pool(&[rows * cols, cols * cols, rows * cols * 2]);
+        poison_pool(&[
+            rows * cols,
+            cols * cols,
+            rows * cols * 2,
+            rows * rows,
+            2 * cols * (rows + 7),
+        ]);
         let reused = run();
         empty_cache();
         let same = fresh

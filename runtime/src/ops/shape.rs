@@ -3,7 +3,7 @@
 
 use crate::autograd::grad_if;
 use crate::element::{AnyTensor, Element};
-use crate::ops::buffer;
+use crate::ops::{buffer, output_buffer};
 use crate::shape::{IntoShape, broadcasts_to, dim_index, numel};
 use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, Broadcast, Dim3};
@@ -91,7 +91,7 @@ impl<E: Element> Tensor<E> {
             );
         }
         let shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
-        let mut out = buffer::<E>(self.numel());
+        let mut out = output_buffer::<E>(self.numel());
         cpu::permute(self.data(), self.shape(), perm, &mut out);
         let mut inverse = vec![0; perm.len()];
         for (i, &p) in perm.iter().enumerate() {
@@ -138,7 +138,7 @@ impl<E: Element> Tensor<E> {
         let Dim3 { outer, inner, .. } = Dim3::of(self.shape(), d);
         let mut shape = self.shape().to_vec();
         shape[d] = len;
-        let mut out = buffer::<E>(numel(&shape));
+        let mut out = output_buffer::<E>(numel(&shape));
         cpu::copy_rows(
             self.data(),
             size * inner,
@@ -200,7 +200,7 @@ impl<E: Element> Tensor<E> {
         let Dim3 { outer, inner, .. } = Dim3::of(first.shape(), d);
         let mut shape = first.shape().to_vec();
         shape[d] = total;
-        let mut out = buffer::<E>(numel(&shape));
+        let mut out = output_buffer::<E>(numel(&shape));
         let mut offset = 0;
         for (t, &len) in tensors.iter().zip(&sizes) {
             cpu::copy_rows(
@@ -267,7 +267,7 @@ impl<E: Element> Tensor<E> {
             return self.clone();
         }
         let layout = Broadcast::new(&shape, &[self.shape()]);
-        let mut out = buffer::<E>(numel(&shape));
+        let mut out = output_buffer::<E>(numel(&shape));
         cpu::broadcast_copy(self.data(), &mut out, &layout);
         let from = self.shape().to_vec();
         Tensor::record_vec("broadcast_to", out, shape, &[self.node()], move |g, _| {
