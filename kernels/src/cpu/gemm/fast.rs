@@ -13,7 +13,7 @@
 
 use super::GemmSpec;
 use super::amx;
-use crate::cpu::isa::{AmxMode, Isa, amx_mode, amx_permitted};
+use crate::cpu::isa::{AmxMode, Isa, amx_mode, amx_permitted, isa};
 use crate::{DType, Elem, Float};
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -424,7 +424,16 @@ fn interleave_whole<const PR: usize>(
     len: usize,
     dst: &mut [u32],
 ) {
-    for (s, step) in dst.chunks_exact_mut(PR).enumerate().take(len) {
+    #[cfg(target_arch = "x86_64")]
+    let done = if isa() >= Isa::Avx512 {
+        // SAFETY: AVX-512F is available at this level, and the caller wrote steps 0..len of every row.
+        unsafe { x86::interleave_avx512::<PR>(rows, len, dst) }
+    } else {
+        0
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for (s, step) in dst.chunks_exact_mut(PR).enumerate().take(len).skip(done) {
         let step: &mut [u32; PR] = step.try_into().expect("chunks of PR");
         for (r, word) in step.iter_mut().enumerate() {
             // SAFETY: the caller wrote steps 0..len of every row.
@@ -969,7 +978,9 @@ unsafe fn microkernel(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::{CHUNK, MAX_PANEL_ROWS};
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     /// Stores (or adds) the 12 × 32 accumulators at `c` with row stride `ldc`. A macro, not a function,
     /// so the accumulators stay in registers (a `#[target_feature]` function cannot be forced inline).
@@ -1043,6 +1054,78 @@ mod x86 {
         for j in i..n {
             dst[j] = src[j].to_f32();
         }
+    }
+
+    /// Writes whole blocks of 16 depth steps of a panel (step `s` of row `r` to `dst[s·PR + r]`), each
+    /// group of 16 rows transposed in registers instead of moved one word at a time; returns the steps
+    /// written (the rest, under 16, are left to the caller).
+    ///
+    /// # Safety
+    /// AVX-512F must be available; steps `0..len` of rows `0..PR` must be written; `dst` must hold
+    /// `len · PR` words.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn interleave_avx512<const PR: usize>(
+        rows: &[[MaybeUninit<u32>; CHUNK]; MAX_PANEL_ROWS],
+        len: usize,
+        dst: &mut [u32],
+    ) -> usize {
+        assert!(PR <= MAX_PANEL_ROWS && dst.len() >= len * PR);
+        let mut s0 = 0;
+        while s0 + 16 <= len {
+            for g in 0..PR.div_ceil(16) {
+                let live = (PR - 16 * g).min(16);
+                let mut v = [_mm512_setzero_si512(); 16];
+                for (i, v) in v.iter_mut().enumerate().take(live) {
+                    // SAFETY: steps s0..s0 + 16 of this row are written (s0 + 16 <= len <= CHUNK).
+                    *v = unsafe { _mm512_loadu_si512(rows[16 * g + i][s0..].as_ptr().cast()) };
+                }
+                let t = transpose_16x16(v);
+                let mask: __mmask16 = if live == 16 { !0 } else { (1 << live) - 1 };
+                for (j, t) in t.iter().enumerate() {
+                    // SAFETY: lanes 16g..16g + live of step s0 + j lie inside `dst` (checked above).
+                    unsafe {
+                        let at = dst.as_mut_ptr().add((s0 + j) * PR + 16 * g);
+                        _mm512_mask_storeu_epi32(at.cast(), mask, *t);
+                    }
+                }
+            }
+            s0 += 16;
+        }
+        s0
+    }
+
+    /// Transposes 16 vectors of 16 words: result `j` holds word `j` of every input, in input order.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose_16x16(r: [__m512i; 16]) -> [__m512i; 16] {
+        // Within each 128-bit lane: pairs of rows interleaved by words, then by double words, so that
+        // u[4q + c] holds rows 4q..4q+4 of column 4L + c in lane L.
+        let mut u = [_mm512_setzero_si512(); 16];
+        for q in 0..4 {
+            let (a, b, c, d) = (r[4 * q], r[4 * q + 1], r[4 * q + 2], r[4 * q + 3]);
+            let (ab_lo, ab_hi) = (_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+            let (cd_lo, cd_hi) = (_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+            u[4 * q] = _mm512_unpacklo_epi64(ab_lo, cd_lo);
+            u[4 * q + 1] = _mm512_unpackhi_epi64(ab_lo, cd_lo);
+            u[4 * q + 2] = _mm512_unpacklo_epi64(ab_hi, cd_hi);
+            u[4 * q + 3] = _mm512_unpackhi_epi64(ab_hi, cd_hi);
+        }
+        // Then whole lanes: [a.L0, a.L2, b.L0, b.L2] (0x88) and [a.L1, a.L3, b.L1, b.L3] (0xDD), twice.
+        let mut v = [_mm512_setzero_si512(); 16];
+        for c in 0..4 {
+            v[c] = _mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]);
+            v[4 + c] = _mm512_shuffle_i32x4::<0xDD>(u[c], u[4 + c]);
+            v[8 + c] = _mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]);
+            v[12 + c] = _mm512_shuffle_i32x4::<0xDD>(u[8 + c], u[12 + c]);
+        }
+        let mut out = [_mm512_setzero_si512(); 16];
+        for c in 0..4 {
+            out[c] = _mm512_shuffle_i32x4::<0x88>(v[c], v[8 + c]);
+            out[8 + c] = _mm512_shuffle_i32x4::<0xDD>(v[c], v[8 + c]);
+            out[4 + c] = _mm512_shuffle_i32x4::<0x88>(v[4 + c], v[12 + c]);
+            out[12 + c] = _mm512_shuffle_i32x4::<0xDD>(v[4 + c], v[12 + c]);
+        }
+        out
     }
 
     /// The bf16 bits of f32 values, rounded to nearest even with integer ops, 8 at a time: bit for bit
@@ -1192,6 +1275,38 @@ mod x86 {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::x86::round_to_bf16_bits;
+    use super::{CHUNK, MAX_PANEL_ROWS, interleave};
+    use std::mem::MaybeUninit;
+
+    /// Interleaving puts step `s` of row `r` at `s·PR + r` and zeros after the live rows, for every
+    /// panel height, whole and partial panels, and lengths around the 16-step blocks of the vector path.
+    #[test]
+    fn interleave_moves_every_word_to_its_step() {
+        let mut rows = [[MaybeUninit::<u32>::uninit(); CHUNK]; MAX_PANEL_ROWS];
+        for (r, row) in rows.iter_mut().enumerate() {
+            for (s, word) in row.iter_mut().enumerate() {
+                word.write((r * 1000 + s) as u32 + 1);
+            }
+        }
+        for pr in [6, 12, 16, 32] {
+            for live in [pr, pr - 1, 1] {
+                for len in [1, 15, 16, 17, 33, CHUNK] {
+                    let mut dst = vec![u32::MAX; len * pr];
+                    interleave(&rows, live, len, &mut dst, pr);
+                    for s in 0..len {
+                        for r in 0..pr {
+                            let expected = if r < live {
+                                (r * 1000 + s) as u32 + 1
+                            } else {
+                                0
+                            };
+                            assert_eq!(dst[s * pr + r], expected, "pr {pr} live {live} len {len}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// The vectorized rounding used while packing gives `half`'s bits for every upper half combined with
     /// the lower halves where rounding decides (ties, either side of them, zero, all ones): ties to
