@@ -72,3 +72,36 @@ fn missing_data_file_is_an_error() {
         .expect("loading a missing file fails");
     assert!(err.to_string().contains("no/such/digits.csv.gz"), "{err}");
 }
+
+/// Rows with a label that is not a digit, a pixel outside 0-16, or a file too short to have a test set
+/// are errors naming the file and the line.
+#[test]
+fn malformed_data_is_an_error() {
+    use std::io::Write;
+    let pixels = vec!["3"; 64].join(",");
+    let cases = [
+        (format!("{pixels},12\n"), ":1: the label 12"),
+        (format!("{pixels},-1\n"), ":1: the label -1"),
+        (
+            format!("{pixels},1\n{},2\n", vec!["17"; 64].join(",")),
+            ":2: the pixel value 17",
+        ),
+        (format!("{pixels},1\n"), "no test set"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path =
+            std::env::temp_dir().join(format!("amp-digits-{}-{i}.csv.gz", std::process::id()));
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(text.as_bytes()).unwrap();
+        gz.finish().unwrap();
+        let err = load_digits(path.to_str().unwrap())
+            .err()
+            .map(|e| e.to_string());
+        std::fs::remove_file(&path).unwrap();
+        let err = err.expect("malformed data is refused");
+        assert!(err.contains(expected), "{err}");
+    }
+}

@@ -38,13 +38,23 @@ pub fn load_digits(path: &str) -> Result<Digits, Box<dyn Error>> {
             )
             .into());
         }
+        let label = values[64];
+        if !(0.0..=9.0).contains(&label) || label.fract() != 0.0 {
+            return Err(format!("{path}:{}: the label {label} is not a digit 0-9", row + 1).into());
+        }
+        if let Some(p) = values[..64].iter().find(|p| !(0.0..=16.0).contains(*p)) {
+            return Err(format!("{path}:{}: the pixel value {p} is outside 0-16", row + 1).into());
+        }
         let (x, y) = if row % 4 == 3 {
             (&mut test_x, &mut test_y)
         } else {
             (&mut train_x, &mut train_y)
         };
         x.extend(values[..64].iter().map(|p| p / 16.0));
-        y.push(values[64] as i64);
+        y.push(label as i64);
+    }
+    if test_y.is_empty() {
+        return Err(format!("{path}: fewer than 4 rows, so no test set").into());
     }
     Ok(Digits {
         train_x: Tensor::from_vec(train_x, [train_y.len(), 64]),
