@@ -11,6 +11,14 @@ use super::optim::{AdamStep, SgdStep};
 use super::quant8::{Codebook, QUANT_BLOCK, Quantized, check_lengths, quantize_block};
 use rayon::prelude::*;
 
+/// Whether full blocks take the AVX-512 path (bit-identical to the scalar one below).
+fn vector_kernels() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return super::simd::optim8::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Blocks per parallel task (16384 elements, the f32 optimizers' chunk).
 const TASK_BLOCKS: usize = 64;
 
@@ -91,6 +99,7 @@ pub fn adam8bit_step(
     check_lengths("adam8bit_step (first moment)", n, m.codes, m.absmax);
     check_lengths("adam8bit_step (second moment)", n, v.codes, v.absmax);
     let k = AdamConsts::new(hp);
+    let vector = vector_kernels();
     let task = TASK_BLOCKS * QUANT_BLOCK;
     param
         .par_chunks_mut(task)
@@ -107,6 +116,20 @@ pub fn adam8bit_step(
                 .zip(mc.chunks_mut(QUANT_BLOCK).zip(ma))
                 .zip(vc.chunks_mut(QUANT_BLOCK).zip(va));
             for (((w, g), (mc, ma)), (vc, va)) in blocks {
+                #[cfg(target_arch = "x86_64")]
+                if vector && w.len() == QUANT_BLOCK {
+                    let k8 = super::simd::optim8::Adam8Consts {
+                        beta1: k.beta1,
+                        beta2: k.beta2,
+                        step_size: k.step_size,
+                        eps_hat: k.eps_hat,
+                        l2: k.l2,
+                        decay: k.decay,
+                    };
+                    // SAFETY: `vector` is true only when the CPU has AVX-512F.
+                    unsafe { super::simd::optim8::adam_block(w, g, (mc, ma), (vc, va), &k8) };
+                    continue;
+                }
                 adam_block(w, g, (mc, ma), (vc, va), &k);
             }
         });
@@ -185,6 +208,7 @@ pub fn momentum8bit_step(
         (1.0 - hp.dampening) as f32,
     );
     let nesterov = hp.nesterov;
+    let vector = vector_kernels();
     let task = TASK_BLOCKS * QUANT_BLOCK;
     param
         .par_chunks_mut(task)
@@ -199,6 +223,22 @@ pub fn momentum8bit_step(
                 .zip(g.chunks(QUANT_BLOCK))
                 .zip(bc.chunks_mut(QUANT_BLOCK).zip(ba));
             for ((w, g), (bc, ba)) in blocks {
+                #[cfg(target_arch = "x86_64")]
+                if vector && w.len() == QUANT_BLOCK {
+                    let consts = (lr, wd, mu, damp);
+                    // SAFETY: `vector` is true only when the CPU has AVX-512F.
+                    unsafe {
+                        super::simd::optim8::momentum_block(
+                            w,
+                            g,
+                            (bc, ba),
+                            consts,
+                            first_step,
+                            nesterov,
+                        )
+                    };
+                    continue;
+                }
                 let mut b = [0.0f32; QUANT_BLOCK];
                 let b = &mut b[..w.len()];
                 for i in 0..w.len() {

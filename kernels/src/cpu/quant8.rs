@@ -9,8 +9,14 @@
 //! - the codebooks, built by the same loop ([`Codebook::dynamic`]);
 //! - the search: a 7-step binary search from index 127 followed by a comparison with the midpoint to the
 //!   neighbouring entry, which is an exact nearest-entry search (ties go to the entry the search ended
-//!   on). bitsandbytes' CPU backend uses a 65536-bin lookup table instead, which cannot resolve the
-//!   smallest entries; the CUDA kernel, and this code, can.
+//!   on, always an even index): [`Codebook::nearest`]. bitsandbytes' CPU backend uses a 65536-bin
+//!   lookup table instead, which cannot resolve the smallest entries; the CUDA kernel, and this code,
+//!   can.
+//! - the kernels call [`Codebook::nearest_fast`], which skips the seven dependent (and mispredicted)
+//!   steps: a table built *with the binary search* gives, for each of 2^8 bins per octave of the f32
+//!   line, the one or two codes the bin's values round to, and one midpoint comparison picks between
+//!   them. It returns the binary search's code for every f32 (the tests compare the two), so the
+//!   result is still the exact nearest entry, not an approximation like a lookup table of values.
 //!
 //! What differs: a block whose values are all zero gets the code of 0.0 (bitsandbytes divides by the zero
 //! absmax and stores whatever the NaN search returns; both dequantize to zero).
@@ -21,10 +27,65 @@ use std::sync::OnceLock;
 pub const QUANT_BLOCK: usize = 256;
 
 /// 256 sorted f32 values in [-1, 1] (signed) or [0, 1] (unsigned) that bytes index.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Codebook {
     values: [f32; 256],
     signed: bool,
+    /// `(values[i] + values[i + 1]) * 0.5` in f32: where rounding switches from entry `i` to `i + 1`.
+    midpoints: [f32; 255],
+    /// For each [`bracket_bin`] of the f32 line, the lower of the (at most two) codes its values
+    /// round to: [`Codebook::nearest_fast`] then needs one midpoint comparison.
+    brackets: Vec<u8>,
+}
+
+impl std::fmt::Debug for Codebook {
+    /// The entries (the search tables are derived from them).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Codebook")
+            .field("signed", &self.signed)
+            .field("values", &self.values)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bins per binary octave of |x| (the top 8 bits of the mantissa).
+pub(crate) const BIN_BITS: u32 = 8;
+/// The smallest biased exponent with bins of its own: 2^-25, below every midpoint of both codebooks.
+/// Smaller magnitudes (and zero) share one bin per sign.
+pub(crate) const MIN_EXPONENT: u32 = 127 - 25;
+/// Bins per sign: one for the tiny values, then 2^BIN_BITS per octave up to [1, 2).
+pub(crate) const BINS_PER_SIGN: usize = 1 + (((127 - MIN_EXPONENT + 1) as usize) << BIN_BITS);
+
+/// The bracket bin of a non-NaN `x`: its sign, then its octave (magnitudes of 2 and more, infinity
+/// included, share the last bin) and the top mantissa bits.
+#[inline]
+fn bracket_bin(x: f32) -> usize {
+    let bits = x.to_bits();
+    let sign = (bits >> 31) as usize;
+    let exponent = (bits >> 23) & 0xFF;
+    let within = if exponent < MIN_EXPONENT {
+        0
+    } else if exponent > 127 {
+        BINS_PER_SIGN - 1
+    } else {
+        1 + (((exponent - MIN_EXPONENT) << BIN_BITS) | ((bits >> (23 - BIN_BITS)) & 0xFF)) as usize
+    };
+    sign * BINS_PER_SIGN + within
+}
+
+/// The smallest and largest f32 (by bits) in a bin: its two ends on the number line.
+fn bin_ends(sign: u32, within: usize) -> (f32, f32) {
+    let s = sign << 31;
+    let (lo, hi) = if within == 0 {
+        (0, (MIN_EXPONENT << 23) - 1)
+    } else if within == BINS_PER_SIGN - 1 {
+        (0x3F80_0000 | (0xFF << (23 - BIN_BITS)), 0x7F80_0000) // [1.99.., inf]
+    } else {
+        let k = (within - 1) as u32;
+        let base = ((MIN_EXPONENT + (k >> BIN_BITS)) << 23) | ((k & 0xFF) << (23 - BIN_BITS));
+        (base, base | ((1 << (23 - BIN_BITS)) - 1))
+    };
+    (f32::from_bits(s | lo), f32::from_bits(s | hi))
 }
 
 impl Codebook {
@@ -66,7 +127,27 @@ impl Codebook {
         data.sort_by(f32::total_cmp);
         let mut values = [0.0; 256];
         values.copy_from_slice(&data);
-        Codebook { values, signed }
+        let midpoints = std::array::from_fn(|i| (values[i] + values[i + 1]) * 0.5);
+        let mut book = Codebook {
+            values,
+            signed,
+            midpoints,
+            brackets: Vec::new(),
+        };
+        book.brackets = (0..2 * BINS_PER_SIGN)
+            .map(|bin| {
+                let (a, b) = bin_ends((bin / BINS_PER_SIGN) as u32, bin % BINS_PER_SIGN);
+                // The search is monotonic, so every value of the bin rounds between the ends' codes.
+                let (ca, cb) = (book.nearest(a), book.nearest(b));
+                let (lo, hi) = (ca.min(cb), ca.max(cb));
+                assert!(
+                    hi - lo <= 1,
+                    "bin {bin} ({a}..{b}) spans codes {lo}..{hi}: the bins are too coarse"
+                );
+                lo
+            })
+            .collect();
+        book
     }
 
     /// The signed dynamic codebook (first moments, momentum), built once.
@@ -133,6 +214,30 @@ impl Codebook {
     }
 }
 
+impl Codebook {
+    /// The midpoints between neighbouring entries (the vector kernels' view).
+    pub(crate) fn midpoints(&self) -> &[f32; 255] {
+        &self.midpoints
+    }
+
+    /// [`nearest`](Self::nearest) in a few operations: the code of `x`'s bin (sign, octave, top 8
+    /// mantissa bits) from a table, then one comparison with the midpoint to the next entry (ties to
+    /// the even code, where the binary search ends). The same result for every f32, by construction (the table is built
+    /// with the binary search, and each bin holds at most one rounding boundary) and by test.
+    #[inline]
+    pub fn nearest_fast(&self, x: f32) -> u8 {
+        if x.is_nan() {
+            return 0;
+        }
+        let c = self.brackets[bracket_bin(x)];
+        if c == 255 {
+            return c;
+        }
+        let mid = self.midpoints[c as usize];
+        c + u8::from(x > mid || (x == mid && c % 2 == 1))
+    }
+}
+
 /// PyTorch's float32 `linspace(start, end, steps)` (its scalar kernel): the first half counts up from
 /// `start`, the second half down from `end`, in f32.
 fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
@@ -181,9 +286,14 @@ pub(crate) fn quantize_block(
         return absmax;
     }
     for (c, &v) in codes.iter_mut().zip(values) {
-        let mut code = book.nearest(v / absmax);
+        let mut code = book.nearest_fast(v / absmax);
         if keep_sign && book.value(code).is_sign_negative() != v.is_sign_negative() {
-            code = if v > 0.0 { code + 1 } else { code - 1 };
+            // Wrapping as bitsandbytes' unsigned char does (only a NaN value could reach the ends).
+            code = if v > 0.0 {
+                code.wrapping_add(1)
+            } else {
+                code.wrapping_sub(1)
+            };
         }
         *c = code;
     }

@@ -1,0 +1,332 @@
+//! AVX-512 bodies of the 8-bit optimizer steps, one full block of 256 elements at a time (16 vectors):
+//! dequantize, update in f32, block absmax, requantize with bitsandbytes' binary search and the sign
+//! fix. The codebook lookups are vector permutes over tables held in registers, not gathers.
+//!
+//! Every operation is the scalar kernel's, in the same order, with IEEE division and square root and no
+//! fused multiply-adds, so the codes, scales and weights are bit-identical to the scalar path (which
+//! handles partial blocks and CPUs without AVX-512, and which the tests compare against).
+
+use super::super::quant8::{Codebook, QUANT_BLOCK};
+use std::arch::x86_64::*;
+
+/// Lanes per vector.
+const LANES: usize = 16;
+
+/// Adam's per-step constants, as the scalar kernel derives them.
+#[derive(Clone, Copy)]
+pub(crate) struct Adam8Consts {
+    pub(crate) beta1: f32,
+    pub(crate) beta2: f32,
+    pub(crate) step_size: f32,
+    pub(crate) eps_hat: f32,
+    pub(crate) l2: f32,
+    pub(crate) decay: f32,
+}
+
+/// Whether this CPU (under the [`isa`](super::super::isa::isa) limit) runs the AVX-512 bodies.
+pub(crate) fn available() -> bool {
+    super::super::isa::isa() >= super::super::isa::Isa::Avx512
+}
+
+/// A codebook laid out for in-register lookups (vector permutes instead of gathers, which are slow
+/// on CPUs with the gather-data-sampling mitigation).
+#[repr(C, align(64))]
+pub(crate) struct Tables {
+    /// The 256 entries.
+    values: [f32; 256],
+    /// The binary search's pivots by level: level `j` (0 to 6) holds the entries at
+    /// `2^(7-j)·(2i+1) - 1` for `i < 2^j` (level 0: index 127; level 6: 1, 5, 9, …, 253).
+    level: [[f32; 16]; 5],
+    level5: [f32; 32],
+    level6: [f32; 64],
+    /// For the search's last pivot `p = 2i`: the midpoint to the entry above and to the one below
+    /// (-inf below entry 0).
+    up: [f32; 128],
+    down: [f32; 128],
+}
+
+impl Tables {
+    fn of(book: &Codebook) -> Box<Tables> {
+        let q = book.values();
+        let pivot = |j: u32, i: usize| q[(1usize << (7 - j)) * (2 * i + 1) - 1];
+        let mut level = [[0.0f32; 16]; 5];
+        for (j, row) in level.iter_mut().enumerate() {
+            for (i, v) in row.iter_mut().enumerate().take(1 << j) {
+                *v = pivot(j as u32, i);
+            }
+        }
+        Box::new(Tables {
+            values: *q,
+            level,
+            level5: std::array::from_fn(|i| pivot(5, i)),
+            level6: std::array::from_fn(|i| pivot(6, i)),
+            up: std::array::from_fn(|i| book.midpoints()[2 * i]),
+            down: std::array::from_fn(|i| {
+                if i == 0 {
+                    f32::NEG_INFINITY
+                } else {
+                    book.midpoints()[2 * i - 1]
+                }
+            }),
+        })
+    }
+
+    /// The tables of the signed and unsigned codebooks, built once.
+    fn signed() -> &'static Tables {
+        static T: std::sync::OnceLock<Box<Tables>> = std::sync::OnceLock::new();
+        T.get_or_init(|| Tables::of(Codebook::signed()))
+    }
+
+    fn unsigned() -> &'static Tables {
+        static T: std::sync::OnceLock<Box<Tables>> = std::sync::OnceLock::new();
+        T.get_or_init(|| Tables::of(Codebook::unsigned()))
+    }
+}
+
+/// `table[idx]` for a table of `16·N` entries (N a power of two from 2), idx in range: two-table
+/// permutes over each 32 entries, then blends on the higher index bits.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn lookup<const N: usize>(table: &[f32], idx: __m512i) -> __m512 {
+    debug_assert_eq!(table.len(), 16 * N);
+    let mut parts = [_mm512_setzero_ps(); 8];
+    for (k, part) in parts.iter_mut().enumerate().take(N / 2) {
+        // SAFETY: the table is 64-byte aligned (Tables is) and holds 16·N entries.
+        let (a, b) = unsafe {
+            (
+                _mm512_load_ps(table.as_ptr().add(32 * k)),
+                _mm512_load_ps(table.as_ptr().add(32 * k + 16)),
+            )
+        };
+        *part = _mm512_permutex2var_ps(a, idx, b);
+    }
+    let mut width = N / 2;
+    let mut bit = 32;
+    while width > 1 {
+        let high = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(bit));
+        for k in 0..width / 2 {
+            parts[k] = _mm512_mask_blend_ps(high, parts[2 * k], parts[2 * k + 1]);
+        }
+        width /= 2;
+        bit *= 2;
+    }
+    parts[0]
+}
+
+/// Codes (as i32 lanes) of the entries nearest to `x`: bitsandbytes' binary search ([`Codebook::nearest`])
+/// on 16 lanes. The search state after `j` halvings is the index `i` of the pivot among the level's
+/// `2^j`; going up doubles it and adds one. After 7 halvings the pivot is `2i`, and the midpoints to
+/// its neighbours decide (ties stay on the pivot). NaN lanes go down every time and end on code 0.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn nearest(t: &Tables, x: __m512) -> __m512i {
+    let one = _mm512_set1_epi32(1);
+    let step = |i: __m512i, pivot: __m512| {
+        let up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, pivot);
+        let twice = _mm512_add_epi32(i, i);
+        _mm512_mask_add_epi32(twice, up, twice, one)
+    };
+    let mut i = _mm512_setzero_si512();
+    for row in &t.level {
+        // SAFETY: each row is 16 aligned floats.
+        let table = unsafe { _mm512_load_ps(row.as_ptr()) };
+        i = step(i, _mm512_permutexvar_ps(i, table));
+    }
+    i = step(i, lookup::<2>(&t.level5, i));
+    i = step(i, lookup::<4>(&t.level6, i));
+    let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, lookup::<8>(&t.up, i));
+    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lookup::<8>(&t.down, i));
+    let pivot = _mm512_add_epi32(i, i);
+    let code = _mm512_mask_add_epi32(pivot, above, pivot, one);
+    _mm512_mask_sub_epi32(code, below, code, one)
+}
+
+/// Requantizes one block of `values` into `codes` with the block's `absmax`. With `keep_sign`, the
+/// signed codebook's sign fix.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn requantize(
+    values: &[f32; QUANT_BLOCK],
+    absmax: f32,
+    (book, t): (&Codebook, &Tables),
+    keep_sign: bool,
+    codes: &mut [u8],
+) {
+    if absmax == 0.0 {
+        codes.fill(book.zero_code());
+        return;
+    }
+    let scale = _mm512_set1_ps(absmax);
+    for (v, out) in values
+        .chunks_exact(LANES)
+        .zip(codes.chunks_exact_mut(LANES))
+    {
+        // SAFETY: both chunks have 16 elements.
+        let v = unsafe { _mm512_loadu_ps(v.as_ptr()) };
+        let mut code = nearest(t, _mm512_div_ps(v, scale));
+        if keep_sign {
+            // The signed codebook's entries below index 127 are negative, the others not.
+            let negative_code = _mm512_cmplt_epi32_mask(code, _mm512_set1_epi32(127));
+            let negative_value =
+                _mm512_cmplt_epi32_mask(_mm512_castps_si512(v), _mm512_setzero_si512());
+            let flip = negative_code ^ negative_value;
+            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
+            let one = _mm512_set1_epi32(1);
+            code = _mm512_mask_add_epi32(code, flip & positive, code, one);
+            code = _mm512_mask_sub_epi32(code, flip & !positive, code, one);
+        }
+        // SAFETY: `out` has 16 bytes; the truncation to bytes wraps as the scalar path's u8 does.
+        unsafe { _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().cast(), 0xFFFF, code) };
+    }
+}
+
+/// The entries of 16 codes scaled by `absmax`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn dequantize(t: &Tables, codes: &[u8], absmax: __m512) -> __m512 {
+    // SAFETY: `codes` has 16 bytes.
+    let c = unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(codes.as_ptr().cast())) };
+    _mm512_mul_ps(lookup::<16>(&t.values, c), absmax)
+}
+
+/// One full block of the 8-bit Adam step (see `cpu::adam8bit_step`).
+#[target_feature(enable = "avx512f")]
+pub(crate) fn adam_block(
+    w: &mut [f32],
+    g: &[f32],
+    (mc, ma): (&mut [u8], &mut f32),
+    (vc, va): (&mut [u8], &mut f32),
+    k: &Adam8Consts,
+) {
+    assert!(
+        w.len() == QUANT_BLOCK
+            && g.len() == QUANT_BLOCK
+            && mc.len() == QUANT_BLOCK
+            && vc.len() == QUANT_BLOCK,
+        "adam_block: a full block"
+    );
+    let (q1, q2) = (Codebook::signed(), Codebook::unsigned());
+    let (t1, t2) = (Tables::signed(), Tables::unsigned());
+    let mut m = [0.0f32; QUANT_BLOCK];
+    let mut v = [0.0f32; QUANT_BLOCK];
+    let (a1, a2) = (_mm512_set1_ps(*ma), _mm512_set1_ps(*va));
+    let (b1, b2) = (_mm512_set1_ps(k.beta1), _mm512_set1_ps(k.beta2));
+    let (c1, c2) = (_mm512_set1_ps(1.0 - k.beta1), _mm512_set1_ps(1.0 - k.beta2));
+    let (step, eps) = (_mm512_set1_ps(k.step_size), _mm512_set1_ps(k.eps_hat));
+    let (l2, decay) = (_mm512_set1_ps(k.l2), _mm512_set1_ps(k.decay));
+    let (mut max1, mut max2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let zero = _mm512_setzero_ps();
+    let abs_mask = _mm512_set1_epi32(0x7FFF_FFFF);
+    for i in (0..QUANT_BLOCK).step_by(LANES) {
+        let r = i..i + LANES;
+        // SAFETY: every slice is a full block; `r` is inside it.
+        let (wi, gi) = unsafe {
+            (
+                _mm512_loadu_ps(w[r.clone()].as_ptr()),
+                _mm512_loadu_ps(g[r.clone()].as_ptr()),
+            )
+        };
+        // `g - g` is 0 for finite g, NaN otherwise.
+        let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(gi, gi), zero);
+        let gi = _mm512_add_ps(gi, _mm512_mul_ps(l2, wi));
+        let mi = _mm512_add_ps(
+            _mm512_mul_ps(dequantize(t1, &mc[r.clone()], a1), b1),
+            _mm512_mul_ps(c1, gi),
+        );
+        let vi = _mm512_add_ps(
+            _mm512_mul_ps(dequantize(t2, &vc[r.clone()], a2), b2),
+            _mm512_mul_ps(_mm512_mul_ps(c2, gi), gi),
+        );
+        let (mi, vi) = (
+            _mm512_maskz_mov_ps(finite, mi),
+            _mm512_maskz_mov_ps(finite, vi),
+        );
+        let d = _mm512_add_ps(_mm512_sqrt_ps(vi), eps);
+        let nw = _mm512_mul_ps(
+            _mm512_add_ps(wi, _mm512_mul_ps(step, _mm512_div_ps(mi, d))),
+            decay,
+        );
+        let nw = _mm512_mask_mov_ps(wi, finite, nw);
+        // max(x, acc): a NaN x keeps acc, as f32::max does.
+        let abs =
+            |x: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), abs_mask));
+        max1 = _mm512_max_ps(abs(mi), max1);
+        max2 = _mm512_max_ps(abs(vi), max2);
+        // SAFETY: as above; `m` and `v` are full blocks.
+        unsafe {
+            _mm512_storeu_ps(w[r.clone()].as_mut_ptr(), nw);
+            _mm512_storeu_ps(m[r.clone()].as_mut_ptr(), mi);
+            _mm512_storeu_ps(v[r].as_mut_ptr(), vi);
+        }
+    }
+    *ma = _mm512_reduce_max_ps(max1);
+    *va = _mm512_reduce_max_ps(max2);
+    requantize(&m, *ma, (q1, t1), true, mc);
+    requantize(&v, *va, (q2, t2), false, vc);
+}
+
+/// One full block of the 8-bit momentum step (see `cpu::momentum8bit_step`): `(lr, wd, μ, 1-dampening)`.
+#[target_feature(enable = "avx512f")]
+pub(crate) fn momentum_block(
+    w: &mut [f32],
+    g: &[f32],
+    (bc, ba): (&mut [u8], &mut f32),
+    (lr, wd, mu, damp): (f32, f32, f32, f32),
+    first_step: bool,
+    nesterov: bool,
+) {
+    assert!(
+        w.len() == QUANT_BLOCK && g.len() == QUANT_BLOCK && bc.len() == QUANT_BLOCK,
+        "momentum_block: a full block"
+    );
+    let (q, t) = (Codebook::signed(), Tables::signed());
+    let mut b = [0.0f32; QUANT_BLOCK];
+    let a = _mm512_set1_ps(*ba);
+    let (lr, wd, mu, damp) = (
+        _mm512_set1_ps(lr),
+        _mm512_set1_ps(wd),
+        _mm512_set1_ps(mu),
+        _mm512_set1_ps(damp),
+    );
+    let zero = _mm512_setzero_ps();
+    let abs_mask = _mm512_set1_epi32(0x7FFF_FFFF);
+    let mut max = zero;
+    for i in (0..QUANT_BLOCK).step_by(LANES) {
+        let r = i..i + LANES;
+        // SAFETY: full blocks.
+        let (wi, gi) = unsafe {
+            (
+                _mm512_loadu_ps(w[r.clone()].as_ptr()),
+                _mm512_loadu_ps(g[r.clone()].as_ptr()),
+            )
+        };
+        let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(gi, gi), zero);
+        let gi = _mm512_add_ps(gi, _mm512_mul_ps(wd, wi));
+        let bi = if first_step {
+            gi
+        } else {
+            _mm512_add_ps(
+                _mm512_mul_ps(mu, dequantize(t, &bc[r.clone()], a)),
+                _mm512_mul_ps(damp, gi),
+            )
+        };
+        let bi = _mm512_maskz_mov_ps(finite, bi);
+        let d = if nesterov {
+            _mm512_add_ps(gi, _mm512_mul_ps(mu, bi))
+        } else {
+            bi
+        };
+        let nw = _mm512_mask_mov_ps(wi, finite, _mm512_sub_ps(wi, _mm512_mul_ps(lr, d)));
+        max = _mm512_max_ps(
+            _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(bi), abs_mask)),
+            max,
+        );
+        // SAFETY: full blocks.
+        unsafe {
+            _mm512_storeu_ps(w[r.clone()].as_mut_ptr(), nw);
+            _mm512_storeu_ps(b[r].as_mut_ptr(), bi);
+        }
+    }
+    *ba = _mm512_reduce_max_ps(max);
+    requantize(&b, *ba, (q, t), true, bc);
+}
