@@ -3,6 +3,9 @@
 //! training quality against f32 AdamW; `"bf16-true"` with stochastic rounding and Kahan summation where
 //! plain bf16 stalls.
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use amp::nn::{Linear, Module};
 use amp::prelude::*;
 use amp::train::{
@@ -10,6 +13,9 @@ use amp::train::{
     OptimizerState, OptimizerStateError, Precision, Sgd, Sgd8bit, SgdConfig, StatePolicy, Trainer,
     UpdateRounding,
 };
+use common::digits::load_digits;
+use common::mlp::{Config, Options, train_with};
+use common::optimizers::OptimizerKind;
 
 /// 64 → 128 → 10: the first weight (8192 elements) gets 8-bit states, the rest (128, 1280, 10) f32.
 #[derive(Module)]
@@ -410,4 +416,48 @@ fn stochastic_rounding_of_f16_weights_panics() {
     let _ = Trainer::new(Precision::F16True, Sgd::new(vec![w], SgdConfig::new(0.1)))
         .unwrap()
         .update_rounding(UpdateRounding::Stochastic { seed: 0 });
+}
+
+/// On real data (the digits, 3 epochs), AdamW8bit lands where f32 AdamW does with the same settings.
+/// Measured: test accuracy 93.32% against 93.54%, final training loss 0.1265 for both.
+#[test]
+fn adamw8bit_trains_the_digits_mlp_as_well_as_adamw() {
+    let data =
+        load_digits(common::digits::DEFAULT_PATH).expect("data/digits.csv.gz is in the repository");
+    let config = Config {
+        epochs: 3,
+        batch: 64,
+        lr: 1e-2,
+        seed: 0,
+    };
+    let run = |optimizer| {
+        let options = Options {
+            optimizer,
+            weight_decay: 0.01,
+            ..Options::default()
+        };
+        train_with(&data, &[64, 256, 10], Precision::F32True, config, options).unwrap()
+    };
+    let (full, eight) = (run(OptimizerKind::AdamW), run(OptimizerKind::AdamW8bit));
+    assert!(full.accuracy > 90.0, "AdamW: {}%", full.accuracy);
+    assert!(
+        (eight.accuracy - full.accuracy).abs() <= 2.0,
+        "AdamW8bit {}% vs AdamW {}%",
+        eight.accuracy,
+        full.accuracy
+    );
+    assert!(
+        (eight.final_loss / full.final_loss - 1.0).abs() < 0.05,
+        "final training loss: AdamW8bit {} vs AdamW {}",
+        eight.final_loss,
+        full.final_loss
+    );
+    // The 16384-element weight has 8-bit states, the rest (2570 + 256 + 10 elements) f32.
+    let expected = 16384 * 2 + 2 * 64 * 4 + (2560 + 256 + 10) * 8 + 4 * 4;
+    assert_eq!(eight.memory.optimizer_state_bytes, expected);
+    assert!(full.memory.state_bytes_per_param() > 8.0);
+    eprintln!(
+        "{} {} {} {}",
+        full.accuracy, eight.accuracy, full.final_loss, eight.final_loss
+    );
 }

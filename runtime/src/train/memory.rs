@@ -10,7 +10,9 @@ use std::fmt;
 /// Parameters are counted in the type they are stored in ([`Precision::param_storage`]: 4 bytes in the
 /// f32-master modes, 2 in `"bf16-true"`/`"16-true"`), plus, in the `-mixed` modes, the low-precision
 /// copies the forward pass casts and caches (2 bytes). The optimizer state is
-/// [`Optimizer::state_bytes`]; Kahan compensation buffers are counted apart.
+/// [`Optimizer::state_bytes`]; Kahan compensation buffers are counted apart. The report counts what
+/// each part needs in its type: amp currently keeps bf16/f16-stored weights in f32 containers (and
+/// caches a cast for the forward pass), so a `-true` run holds more than its `parameter_bytes` today.
 ///
 /// ```
 /// use amp_runtime::train::{AdamConfig, AdamW8bit, MemoryReport, Precision};
