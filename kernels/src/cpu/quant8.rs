@@ -146,6 +146,7 @@ impl Codebook {
                 );
                 lo
             })
+            .chain([0; 3])
             .collect();
         book
     }
@@ -218,6 +219,11 @@ impl Codebook {
     /// The midpoints between neighbouring entries (the vector kernels' view).
     pub(crate) fn midpoints(&self) -> &[f32; 255] {
         &self.midpoints
+    }
+
+    /// The bracket table, padded with 3 bytes so that 4-byte gathers at any index stay inside it.
+    pub(crate) fn brackets(&self) -> &[u8] {
+        &self.brackets
     }
 
     /// [`nearest`](Self::nearest) in a few operations: the code of `x`'s bin (sign, octave, top 8

@@ -1,12 +1,15 @@
 //! AVX-512 bodies of the 8-bit optimizer steps, one full block of 256 elements at a time (16 vectors):
-//! dequantize, update in f32, block absmax, requantize with bitsandbytes' binary search and the sign
-//! fix. The codebook lookups are vector permutes over tables held in registers, not gathers.
+//! dequantize, update in f32, block absmax, requantize with the table-assisted exact search
+//! ([`Codebook::nearest_fast`], equal to bitsandbytes' binary search) and the sign fix. Codebook entries
+//! and midpoints are looked up with vector permutes over tables held in registers; only the search's
+//! bracket table is gathered. (Measured on the development machine, single thread: a register-held
+//! binary search ran at 3.8 GB/s, two gathers per search at 5.2, this at 5.8.)
 //!
 //! Every operation is the scalar kernel's, in the same order, with IEEE division and square root and no
 //! fused multiply-adds, so the codes, scales and weights are bit-identical to the scalar path (which
 //! handles partial blocks and CPUs without AVX-512, and which the tests compare against).
 
-use super::super::quant8::{Codebook, QUANT_BLOCK};
+use super::super::quant8::{BIN_BITS, BINS_PER_SIGN, Codebook, MIN_EXPONENT, QUANT_BLOCK};
 use std::arch::x86_64::*;
 
 /// Lanes per vector.
@@ -28,46 +31,22 @@ pub(crate) fn available() -> bool {
     super::super::isa::isa() >= super::super::isa::Isa::Avx512
 }
 
-/// A codebook laid out for in-register lookups (vector permutes instead of gathers, which are slow
-/// on CPUs with the gather-data-sampling mitigation).
+/// A codebook's entries and midpoints laid out for in-register lookups (vector permutes rather than
+/// gathers, which are slow on CPUs with the gather-data-sampling mitigation).
 #[repr(C, align(64))]
 pub(crate) struct Tables {
     /// The 256 entries.
     values: [f32; 256],
-    /// The binary search's pivots by level: level `j` (0 to 6) holds the entries at
-    /// `2^(7-j)·(2i+1) - 1` for `i < 2^j` (level 0: index 127; level 6: 1, 5, 9, …, 253).
-    level: [[f32; 16]; 5],
-    level5: [f32; 32],
-    level6: [f32; 64],
-    /// For the search's last pivot `p = 2i`: the midpoint to the entry above and to the one below
-    /// (-inf below entry 0).
-    up: [f32; 128],
-    down: [f32; 128],
+    /// The 255 midpoints between neighbouring entries, padded with +inf.
+    mids: [f32; 256],
 }
 
 impl Tables {
     fn of(book: &Codebook) -> Box<Tables> {
-        let q = book.values();
-        let pivot = |j: u32, i: usize| q[(1usize << (7 - j)) * (2 * i + 1) - 1];
-        let mut level = [[0.0f32; 16]; 5];
-        for (j, row) in level.iter_mut().enumerate() {
-            for (i, v) in row.iter_mut().enumerate().take(1 << j) {
-                *v = pivot(j as u32, i);
-            }
-        }
+        let m = book.midpoints();
         Box::new(Tables {
-            values: *q,
-            level,
-            level5: std::array::from_fn(|i| pivot(5, i)),
-            level6: std::array::from_fn(|i| pivot(6, i)),
-            up: std::array::from_fn(|i| book.midpoints()[2 * i]),
-            down: std::array::from_fn(|i| {
-                if i == 0 {
-                    f32::NEG_INFINITY
-                } else {
-                    book.midpoints()[2 * i - 1]
-                }
-            }),
+            values: *book.values(),
+            mids: std::array::from_fn(|i| if i < 255 { m[i] } else { f32::INFINITY }),
         })
     }
 
@@ -113,32 +92,56 @@ fn lookup<const N: usize>(table: &[f32], idx: __m512i) -> __m512 {
     parts[0]
 }
 
-/// Codes (as i32 lanes) of the entries nearest to `x`: bitsandbytes' binary search ([`Codebook::nearest`])
-/// on 16 lanes. The search state after `j` halvings is the index `i` of the pivot among the level's
-/// `2^j`; going up doubles it and adds one. After 7 halvings the pivot is `2i`, and the midpoints to
-/// its neighbours decide (ties stay on the pivot). NaN lanes go down every time and end on code 0.
+/// Codes (as i32 lanes) of the entries nearest to `x`: [`Codebook::nearest_fast`] on 16 lanes. One
+/// gather reads the bin's lower code from the bracket table (too large for registers); the midpoint
+/// above it comes from registers.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn nearest(t: &Tables, x: __m512) -> __m512i {
-    let one = _mm512_set1_epi32(1);
-    let step = |i: __m512i, pivot: __m512| {
-        let up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, pivot);
-        let twice = _mm512_add_epi32(i, i);
-        _mm512_mask_add_epi32(twice, up, twice, one)
+fn nearest(book: &Codebook, t: &Tables, x: __m512) -> __m512i {
+    let bits = _mm512_castps_si512(x);
+    let byte = _mm512_set1_epi32(0xFF);
+    let sign = _mm512_srli_epi32::<31>(bits);
+    let exponent = _mm512_and_si512(_mm512_srli_epi32::<23>(bits), byte);
+    let top = _mm512_and_si512(_mm512_srli_epi32::<{ 23 - BIN_BITS }>(bits), byte);
+    let min = _mm512_set1_epi32(MIN_EXPONENT as i32);
+    let octave = _mm512_slli_epi32::<{ BIN_BITS }>(_mm512_sub_epi32(exponent, min));
+    let inner = _mm512_add_epi32(_mm512_or_si512(octave, top), _mm512_set1_epi32(1));
+    let tiny = _mm512_cmplt_epu32_mask(exponent, min);
+    let huge = _mm512_cmpgt_epu32_mask(exponent, _mm512_set1_epi32(127));
+    let within = _mm512_mask_blend_epi32(tiny, inner, _mm512_setzero_si512());
+    let within = _mm512_mask_blend_epi32(huge, within, _mm512_set1_epi32(BINS_PER_SIGN as i32 - 1));
+    let bin = _mm512_add_epi32(
+        within,
+        _mm512_mullo_epi32(sign, _mm512_set1_epi32(BINS_PER_SIGN as i32)),
+    );
+    // SAFETY: bins are below 2·BINS_PER_SIGN and the table has 3 bytes of padding, so each 4-byte read
+    // is inside it.
+    let (c, mid) = unsafe {
+        let c = _mm512_and_si512(
+            _mm512_i32gather_epi32::<1>(bin, book.brackets().as_ptr().cast()),
+            byte,
+        );
+        let below = _mm512_min_epu32(c, _mm512_set1_epi32(254));
+        (c, lookup::<16>(&t.mids, below))
     };
-    let mut i = _mm512_setzero_si512();
-    for row in &t.level {
-        // SAFETY: each row is 16 aligned floats.
-        let table = unsafe { _mm512_load_ps(row.as_ptr()) };
-        i = step(i, _mm512_permutexvar_ps(i, table));
-    }
-    i = step(i, lookup::<2>(&t.level5, i));
-    i = step(i, lookup::<4>(&t.level6, i));
-    let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, lookup::<8>(&t.up, i));
-    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, lookup::<8>(&t.down, i));
-    let pivot = _mm512_add_epi32(i, i);
-    let code = _mm512_mask_add_epi32(pivot, above, pivot, one);
-    _mm512_mask_sub_epi32(code, below, code, one)
+    let last = _mm512_cmpeq_epi32_mask(c, byte);
+    let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, mid);
+    let tie = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, mid);
+    let odd = _mm512_test_epi32_mask(c, _mm512_set1_epi32(1));
+    let up = (above | (tie & odd)) & !last;
+    let code = _mm512_mask_add_epi32(c, up, c, _mm512_set1_epi32(1));
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+    _mm512_mask_blend_epi32(nan, code, _mm512_setzero_si512())
+}
+
+/// `|x|` (clears the sign bit).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn abs(x: __m512) -> __m512 {
+    _mm512_castsi512_ps(_mm512_and_si512(
+        _mm512_castps_si512(x),
+        _mm512_set1_epi32(0x7FFF_FFFF),
+    ))
 }
 
 /// Requantizes one block of `values` into `codes` with the block's `absmax`. With `keep_sign`, the
@@ -163,7 +166,8 @@ fn requantize(
     {
         // SAFETY: both chunks have 16 elements.
         let v = unsafe { _mm512_loadu_ps(v.as_ptr()) };
-        let mut code = nearest(t, _mm512_div_ps(v, scale));
+        let x = _mm512_div_ps(v, scale);
+        let mut code = nearest(book, t, x);
         if keep_sign {
             // The signed codebook's entries below index 127 are negative, the others not.
             let negative_code = _mm512_cmplt_epi32_mask(code, _mm512_set1_epi32(127));
@@ -216,7 +220,6 @@ pub(crate) fn adam_block(
     let (l2, decay) = (_mm512_set1_ps(k.l2), _mm512_set1_ps(k.decay));
     let (mut max1, mut max2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let zero = _mm512_setzero_ps();
-    let abs_mask = _mm512_set1_epi32(0x7FFF_FFFF);
     for i in (0..QUANT_BLOCK).step_by(LANES) {
         let r = i..i + LANES;
         // SAFETY: every slice is a full block; `r` is inside it.
@@ -248,8 +251,6 @@ pub(crate) fn adam_block(
         );
         let nw = _mm512_mask_mov_ps(wi, finite, nw);
         // max(x, acc): a NaN x keeps acc, as f32::max does.
-        let abs =
-            |x: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), abs_mask));
         max1 = _mm512_max_ps(abs(mi), max1);
         max2 = _mm512_max_ps(abs(vi), max2);
         // SAFETY: as above; `m` and `v` are full blocks.
@@ -289,7 +290,6 @@ pub(crate) fn momentum_block(
         _mm512_set1_ps(damp),
     );
     let zero = _mm512_setzero_ps();
-    let abs_mask = _mm512_set1_epi32(0x7FFF_FFFF);
     let mut max = zero;
     for i in (0..QUANT_BLOCK).step_by(LANES) {
         let r = i..i + LANES;
@@ -317,10 +317,7 @@ pub(crate) fn momentum_block(
             bi
         };
         let nw = _mm512_mask_mov_ps(wi, finite, _mm512_sub_ps(wi, _mm512_mul_ps(lr, d)));
-        max = _mm512_max_ps(
-            _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(bi), abs_mask)),
-            max,
-        );
+        max = _mm512_max_ps(abs(bi), max);
         // SAFETY: full blocks.
         unsafe {
             _mm512_storeu_ps(w[r.clone()].as_mut_ptr(), nw);
