@@ -103,18 +103,21 @@ fn large_parameters_get_8bit_states_and_small_ones_f32() {
     assert_eq!(opt.state().bytes(), expected);
 
     // Keeping the large weight in f32 by name, or by parameter; or quantizing everything.
-    for policy in [
-        StatePolicy::default().keep_32bit_named("first.weight"),
-        StatePolicy::default().keep_32bit(&net.first.weight),
-    ] {
-        let net = Net::new(0);
-        let policy = if policy == StatePolicy::default().keep_32bit_named("first.weight") {
-            policy
-        } else {
-            StatePolicy::default().keep_32bit(&net.first.weight)
-        };
+    let by_name = Net::new(0);
+    let by_param = Net::new(0);
+    let cases = [
+        (
+            &by_name,
+            StatePolicy::default().keep_32bit_named("first.weight"),
+        ),
+        (
+            &by_param,
+            StatePolicy::default().keep_32bit(&by_param.first.weight),
+        ),
+    ];
+    for (net, policy) in cases {
         let mut opt = AdamW8bit::new(net.params(), AdamConfig::adamw(1e-3, 0.01)).policy(policy);
-        train(&net, &mut opt, &mut Rng::new(1), 1);
+        train(net, &mut opt, &mut Rng::new(1), 1);
         assert!(opt.state().bytes.is_empty());
     }
     let net = Net::new(0);
