@@ -3,7 +3,7 @@
 //! parameter (the memory report), the result (test accuracy, validation loss), and the time.
 //!
 //! ```text
-//! cargo run --release --example optim8                          # digits, then the GPT (about 10 minutes on 2 cores)
+//! cargo run --release --example optim8                          # digits, then the GPT (about 15 minutes on 2 cores)
 //! cargo run --release --example optim8 -- --gpt-steps 0        # digits only
 //! cargo run --release --example optim8 -- --epochs 20 --gpt-steps 300
 //! ```
@@ -11,6 +11,26 @@
 //! Rows, for each task: AdamW and AdamW8bit with the same hyperparameters in `"bf16-mixed"`; then AdamW in
 //! `"bf16-true"` with round-to-nearest, stochastic rounding and Kahan-compensated updates. The
 //! differences are against the first row of the task (bf16-mixed, AdamW).
+//!
+//! Measured with the defaults (2 shared cores):
+//!
+//! ```text
+//! task    precision   optimizer  rounding    state B/p weight B/p train loss          result  vs first
+//! digits  bf16-mixed  adamw      nearest          8.00       4.00     0.0117      96.66% acc  +0.00 pt
+//! digits  bf16-mixed  adamw8bit  nearest          2.25       4.00     0.0111      96.66% acc  +0.00 pt
+//! digits  bf16-true   adamw      nearest          8.00       2.00     0.0213      96.66% acc  +0.00 pt
+//! digits  bf16-true   adamw      stochastic       8.00       2.00     0.0116      96.66% acc  +0.00 pt
+//! digits  bf16-true   adamw      kahan            8.00       4.00     0.0116      96.66% acc  +0.00 pt
+//! GPT     bf16-mixed  adamw      nearest          8.00       4.00     2.2989     2.1205 loss    +0.00%
+//! GPT     bf16-mixed  adamw8bit  nearest          2.05       4.00     2.2980     2.1197 loss    -0.04%
+//! GPT     bf16-true   adamw      nearest          8.00       2.00     2.3121     2.1435 loss    +1.08%
+//! GPT     bf16-true   adamw      stochastic       8.00       2.00     2.2990     2.1216 loss    +0.05%
+//! GPT     bf16-true   adamw      kahan            8.00       4.00     2.2988     2.1189 loss    -0.07%
+//! ```
+//!
+//! The digits test accuracy saturates (434 of 449 in every row); the training loss shows plain
+//! `bf16-true` stalling (0.0213 against 0.0117) and both remedies recovering it. The MLP's state is 2.25
+//! bytes per parameter because its biases and last layer (3082 elements) keep f32 states.
 
 mod common;
 
