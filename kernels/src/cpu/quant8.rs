@@ -12,11 +12,13 @@
 //!   on, always an even index): [`Codebook::nearest`]. bitsandbytes' CPU backend uses a 65536-bin
 //!   lookup table instead, which cannot resolve the smallest entries; the CUDA kernel, and this code,
 //!   can.
-//! - the kernels call [`Codebook::nearest_fast`], which skips the seven dependent (and mispredicted)
+//! - the scalar kernels call [`Codebook::nearest_fast`], which skips the seven dependent (and mispredicted)
 //!   steps: a table built *with the binary search* gives, for each of 2^8 bins per octave of the f32
 //!   line, the one or two codes the bin's values round to, and one midpoint comparison picks between
 //!   them. It returns the binary search's code for every f32 (the tests compare the two), so the
 //!   result is still the exact nearest entry, not an approximation like a lookup table of values.
+//!   The AVX-512 kernels compute the same code without that table (a decade-wise estimate and one
+//!   midpoint comparison), also tested against the binary search on a sweep of the f32 line.
 //!
 //! What differs: a block whose values are all zero gets the code of 0.0 (bitsandbytes divides by the zero
 //! absmax and stores whatever the NaN search returns; both dequantize to zero).
@@ -49,12 +51,12 @@ impl std::fmt::Debug for Codebook {
 }
 
 /// Bins per binary octave of |x| (the top 8 bits of the mantissa).
-pub(crate) const BIN_BITS: u32 = 8;
+const BIN_BITS: u32 = 8;
 /// The smallest biased exponent with bins of its own: 2^-25, below every midpoint of both codebooks.
 /// Smaller magnitudes (and zero) share one bin per sign.
-pub(crate) const MIN_EXPONENT: u32 = 127 - 25;
+const MIN_EXPONENT: u32 = 127 - 25;
 /// Bins per sign: one for the tiny values, then 2^BIN_BITS per octave up to [1, 2).
-pub(crate) const BINS_PER_SIGN: usize = 1 + (((127 - MIN_EXPONENT + 1) as usize) << BIN_BITS);
+const BINS_PER_SIGN: usize = 1 + (((127 - MIN_EXPONENT + 1) as usize) << BIN_BITS);
 
 /// The bracket bin of a non-NaN `x`: its sign, then its octave (magnitudes of 2 and more, infinity
 /// included, share the last bin) and the top mantissa bits.
@@ -146,7 +148,6 @@ impl Codebook {
                 );
                 lo
             })
-            .chain([0; 3])
             .collect();
         book
     }
@@ -219,11 +220,6 @@ impl Codebook {
     /// The midpoints between neighbouring entries (the vector kernels' view).
     pub(crate) fn midpoints(&self) -> &[f32; 255] {
         &self.midpoints
-    }
-
-    /// The bracket table, padded with 3 bytes so that 4-byte gathers at any index stay inside it.
-    pub(crate) fn brackets(&self) -> &[u8] {
-        &self.brackets
     }
 
     /// [`nearest`](Self::nearest) in a few operations: the code of `x`'s bin (sign, octave, top 8

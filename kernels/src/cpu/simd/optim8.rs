@@ -1,15 +1,16 @@
 //! AVX-512 bodies of the 8-bit optimizer steps, one full block of 256 elements at a time (16 vectors):
-//! dequantize, update in f32, block absmax, requantize with the table-assisted exact search
-//! ([`Codebook::nearest_fast`], equal to bitsandbytes' binary search) and the sign fix. Codebook entries
-//! and midpoints are looked up with vector permutes over tables held in registers; only the search's
-//! bracket table is gathered. (Measured on the development machine, single thread: a register-held
-//! binary search ran at 3.8 GB/s, two gathers per search at 5.2, this at 5.8.)
+//! dequantize, update in f32, block absmax, requantize with an exact nearest-code search equal to
+//! bitsandbytes' binary search (a decade-wise estimate and one midpoint comparison, see `nearest`), and
+//! the sign fix. Entries and midpoints are looked up with vector permutes over tables held in registers:
+//! gathers are slow on CPUs with the gather-data-sampling mitigation. (Measured on the development
+//! machine, one thread, whole step: the binary search in registers ran at 3.8 GB/s, the bracket table of
+//! [`Codebook::nearest_fast`] gathered at 5.8, this at 6.0.)
 //!
 //! Every operation is the scalar kernel's, in the same order, with IEEE division and square root and no
 //! fused multiply-adds, so the codes, scales and weights are bit-identical to the scalar path (which
 //! handles partial blocks and CPUs without AVX-512, and which the tests compare against).
 
-use super::super::quant8::{BIN_BITS, BINS_PER_SIGN, Codebook, MIN_EXPONENT, QUANT_BLOCK};
+use super::super::quant8::{Codebook, QUANT_BLOCK};
 use std::arch::x86_64::*;
 
 /// Lanes per vector.
@@ -31,23 +32,53 @@ pub(crate) fn available() -> bool {
     super::super::isa::isa() >= super::super::isa::Isa::Avx512
 }
 
-/// A codebook's entries and midpoints laid out for in-register lookups (vector permutes rather than
-/// gathers, which are slow on CPUs with the gather-data-sampling mitigation).
+/// A codebook's entries, midpoints and decade layout, for in-register lookups.
 #[repr(C, align(64))]
 pub(crate) struct Tables {
     /// The 256 entries.
     values: [f32; 256],
     /// The 255 midpoints between neighbouring entries, padded with +inf.
     mids: [f32; 256],
+    /// The first positive entry of each decade `10^-6 … 10^0`: `|x|` at or above the `d`-th is in
+    /// decade `d` or above.
+    decade_start: [f32; 8],
+    /// By decade number `j` (0: below the first decade, `d + 1` for decade `d`): `1/10^(d-6)`, the
+    /// entries per unit of `|x|/10^(d-6)` (`n/0.9`), the code of the decade's first positive entry, and
+    /// the decade's last offset (`n - 1`).
+    inv_scale: [f32; 16],
+    per_unit: [f32; 16],
+    base: [i32; 16],
+    last: [i32; 16],
+    signed: bool,
 }
 
 impl Tables {
     fn of(book: &Codebook) -> Box<Tables> {
         let m = book.midpoints();
-        Box::new(Tables {
+        let signed = book.is_signed();
+        let zero = i32::from(book.zero_code());
+        // Decade d holds 2^d positive entries (signed) or 2^(d+1) (unsigned), after those below it.
+        let count = |d: i32| if signed { 1 << d } else { 1 << (d + 1) };
+        let first = |d: i32| zero + 1 + (0..d).map(count).sum::<i32>();
+        let mut t = Tables {
             values: *book.values(),
             mids: std::array::from_fn(|i| if i < 255 { m[i] } else { f32::INFINITY }),
-        })
+            decade_start: [f32::INFINITY; 8],
+            inv_scale: [0.0; 16],
+            per_unit: [0.0; 16],
+            base: [zero; 16],
+            last: [0; 16],
+            signed,
+        };
+        for d in 0..7 {
+            let j = d as usize + 1;
+            t.decade_start[d as usize] = book.values()[first(d) as usize];
+            t.inv_scale[j] = 10f64.powi(6 - d) as f32;
+            t.per_unit[j] = (f64::from(count(d)) / 0.9) as f32;
+            t.base[j] = first(d);
+            t.last[j] = count(d) - 1;
+        }
+        Box::new(t)
     }
 
     /// The tables of the signed and unsigned codebooks, built once.
@@ -70,11 +101,11 @@ fn lookup<const N: usize>(table: &[f32], idx: __m512i) -> __m512 {
     debug_assert_eq!(table.len(), 16 * N);
     let mut parts = [_mm512_setzero_ps(); 8];
     for (k, part) in parts.iter_mut().enumerate().take(N / 2) {
-        // SAFETY: the table is 64-byte aligned (Tables is) and holds 16·N entries.
+        // SAFETY: the table holds 16·N entries (unaligned loads).
         let (a, b) = unsafe {
             (
-                _mm512_load_ps(table.as_ptr().add(32 * k)),
-                _mm512_load_ps(table.as_ptr().add(32 * k + 16)),
+                _mm512_loadu_ps(table.as_ptr().add(32 * k)),
+                _mm512_loadu_ps(table.as_ptr().add(32 * k + 16)),
             )
         };
         *part = _mm512_permutex2var_ps(a, idx, b);
@@ -92,44 +123,65 @@ fn lookup<const N: usize>(table: &[f32], idx: __m512i) -> __m512 {
     parts[0]
 }
 
-/// Codes (as i32 lanes) of the entries nearest to `x`: [`Codebook::nearest_fast`] on 16 lanes. One
-/// gather reads the bin's lower code from the bracket table (too large for registers); the midpoint
-/// above it comes from registers.
+/// Codes (as i32 lanes) of the entries nearest to `x`, equal to [`Codebook::nearest`] (bitsandbytes'
+/// binary search) for every f32, without a table too large for registers:
+///
+/// 1. on `a = |x|`: the decade, by comparison with each decade's first entry; inside it the entries
+///    are evenly spaced (`10^(d-6)·linspace(0.1, 1)` midpoints), so the entry at or below `a` is
+///    `base + ⌊(a/10^(d-6) - 0.1)·n/0.9 - 1/64⌋`, clamped to the decade. The 1/64 margin covers the f32
+///    rounding of that estimate, so it is the nearest code or the one below it;
+/// 2. one exact comparison with the midpoint above the estimate decides (ties to the even code, where the
+///    binary search ends);
+/// 3. negative `x`: the signed codebook's negative half mirrors the positive one (`q[254 - i] = -q[i]`,
+///    the same midpoints negated, and 254 - i has the parity of i), so the code is `254 - code(|x|)`
+///    (capped at 254: +1.0 has no mirror); the unsigned codebook gives 0. NaN gives 0.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn nearest(book: &Codebook, t: &Tables, x: __m512) -> __m512i {
-    let bits = _mm512_castps_si512(x);
-    let byte = _mm512_set1_epi32(0xFF);
-    let sign = _mm512_srli_epi32::<31>(bits);
-    let exponent = _mm512_and_si512(_mm512_srli_epi32::<23>(bits), byte);
-    let top = _mm512_and_si512(_mm512_srli_epi32::<{ 23 - BIN_BITS }>(bits), byte);
-    let min = _mm512_set1_epi32(MIN_EXPONENT as i32);
-    let octave = _mm512_slli_epi32::<{ BIN_BITS }>(_mm512_sub_epi32(exponent, min));
-    let inner = _mm512_add_epi32(_mm512_or_si512(octave, top), _mm512_set1_epi32(1));
-    let tiny = _mm512_cmplt_epu32_mask(exponent, min);
-    let huge = _mm512_cmpgt_epu32_mask(exponent, _mm512_set1_epi32(127));
-    let within = _mm512_mask_blend_epi32(tiny, inner, _mm512_setzero_si512());
-    let within = _mm512_mask_blend_epi32(huge, within, _mm512_set1_epi32(BINS_PER_SIGN as i32 - 1));
-    let bin = _mm512_add_epi32(
-        within,
-        _mm512_mullo_epi32(sign, _mm512_set1_epi32(BINS_PER_SIGN as i32)),
-    );
-    // SAFETY: bins are below 2·BINS_PER_SIGN and the table has 3 bytes of padding, so each 4-byte read
-    // is inside it.
-    let (c, mid) = unsafe {
-        let c = _mm512_and_si512(
-            _mm512_i32gather_epi32::<1>(bin, book.brackets().as_ptr().cast()),
-            byte,
-        );
-        let below = _mm512_min_epu32(c, _mm512_set1_epi32(254));
-        (c, lookup::<16>(&t.mids, below))
+fn nearest(t: &Tables, x: __m512) -> __m512i {
+    let a = abs(x);
+    let one = _mm512_set1_epi32(1);
+    let mut j = _mm512_setzero_si512();
+    for &start in &t.decade_start[..7] {
+        let inside = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, _mm512_set1_ps(start));
+        j = _mm512_mask_add_epi32(j, inside, j, one);
+    }
+    // SAFETY: the tables are 16 values each (unaligned loads).
+    let (inv_scale, per_unit, base, last) = unsafe {
+        (
+            _mm512_loadu_ps(t.inv_scale.as_ptr()),
+            _mm512_loadu_ps(t.per_unit.as_ptr()),
+            _mm512_loadu_si512(t.base.as_ptr().cast()),
+            _mm512_loadu_si512(t.last.as_ptr().cast()),
+        )
     };
-    let last = _mm512_cmpeq_epi32_mask(c, byte);
-    let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, mid);
-    let tie = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(x, mid);
-    let odd = _mm512_test_epi32_mask(c, _mm512_set1_epi32(1));
-    let up = (above | (tie & odd)) & !last;
-    let code = _mm512_mask_add_epi32(c, up, c, _mm512_set1_epi32(1));
+    let position = _mm512_mul_ps(
+        _mm512_sub_ps(
+            _mm512_mul_ps(a, _mm512_permutexvar_ps(j, inv_scale)),
+            _mm512_set1_ps(0.1),
+        ),
+        _mm512_permutexvar_ps(j, per_unit),
+    );
+    // Capped so that huge values and infinity convert to a large offset, not to i32::MIN.
+    let position = _mm512_min_ps(
+        _mm512_sub_ps(position, _mm512_set1_ps(1.0 / 64.0)),
+        _mm512_set1_ps(1024.0),
+    );
+    // Truncation is the floor for positions >= 0, and negative ones are clamped to 0 anyway.
+    let offset = _mm512_max_epi32(_mm512_cvttps_epi32(position), _mm512_setzero_si512());
+    let offset = _mm512_min_epi32(offset, _mm512_permutexvar_epi32(j, last));
+    let estimate = _mm512_add_epi32(_mm512_permutexvar_epi32(j, base), offset);
+    let mid = lookup::<16>(&t.mids, estimate);
+    let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, mid);
+    let tie = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(a, mid);
+    let odd = _mm512_test_epi32_mask(estimate, one);
+    let code = _mm512_mask_add_epi32(estimate, above | (tie & odd), estimate, one);
+    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
+    let code = if t.signed {
+        let capped = _mm512_min_epi32(code, _mm512_set1_epi32(254));
+        _mm512_mask_sub_epi32(code, negative, _mm512_set1_epi32(254), capped)
+    } else {
+        _mm512_mask_blend_epi32(negative, code, _mm512_setzero_si512())
+    };
     let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
     _mm512_mask_blend_epi32(nan, code, _mm512_setzero_si512())
 }
@@ -167,7 +219,7 @@ fn requantize(
         // SAFETY: both chunks have 16 elements.
         let v = unsafe { _mm512_loadu_ps(v.as_ptr()) };
         let x = _mm512_div_ps(v, scale);
-        let mut code = nearest(book, t, x);
+        let mut code = nearest(t, x);
         if keep_sign {
             // The signed codebook's entries below index 127 are negative, the others not.
             let negative_code = _mm512_cmplt_epi32_mask(code, _mm512_set1_epi32(127));
@@ -326,4 +378,70 @@ pub(crate) fn momentum_block(
     }
     *ba = _mm512_reduce_max_ps(max);
     requantize(&b, *ba, (q, t), true, bc);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector search equals the binary search on a sweep of the f32 line from -2 to 2 (every 97th
+    /// bit pattern), every entry and midpoint with neighbours, zeros, infinities and NaN.
+    #[test]
+    fn vector_search_equals_the_binary_search() {
+        if !available() {
+            return; // nothing to compare on this CPU
+        }
+        for (book, t) in [
+            (Codebook::signed(), Tables::signed()),
+            (Codebook::unsigned(), Tables::unsigned()),
+        ] {
+            let mut xs: Vec<f32> = Vec::new();
+            for sign in [0u32, 1 << 31] {
+                xs.extend(
+                    (0..0x4000_0000u32)
+                        .step_by(97)
+                        .map(|b| f32::from_bits(sign | b)),
+                );
+            }
+            for (i, &v) in book.values().iter().enumerate() {
+                let mut probes = vec![v, -v];
+                if i < 255 {
+                    let mid = (v + book.values()[i + 1]) * 0.5;
+                    probes.extend([mid, -mid]);
+                }
+                for p in probes {
+                    xs.extend(
+                        (-3i32..=3).map(|d| f32::from_bits(p.to_bits().wrapping_add_signed(d))),
+                    );
+                }
+            }
+            xs.extend([
+                0.0,
+                -0.0,
+                1.0,
+                -1.0,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::NAN,
+                5.0,
+            ]);
+            xs.resize(xs.len().div_ceil(16) * 16, 0.5);
+            for chunk in xs.chunks_exact(16) {
+                let mut got = [0i32; 16];
+                // SAFETY: `available()` checked AVX-512F; 16 lanes in and out.
+                unsafe {
+                    let code = nearest(t, _mm512_loadu_ps(chunk.as_ptr()));
+                    _mm512_storeu_si512(got.as_mut_ptr().cast(), code);
+                }
+                for (&x, &g) in chunk.iter().zip(&got) {
+                    assert_eq!(
+                        g,
+                        i32::from(book.nearest(x)),
+                        "x = {x:e} ({:#x})",
+                        x.to_bits()
+                    );
+                }
+            }
+        }
+    }
 }
