@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example digits [-- --epochs 40 --lr 1e-3 --seed 0 --precision bf16-mixed]
+//! cargo run --release --example digits -- --optimizer adam8bit   # 8-bit optimizer states
 //! ```
 //!
 //! The model (64-256-256-10, GELU) is written once with `#[autocast(P)]` (`examples/common/mlp.rs`);
@@ -13,7 +14,8 @@ mod common;
 use amp::train::Precision;
 use clap::Parser;
 use common::digits::load_digits;
-use common::mlp::{Config, train};
+use common::mlp::{Config, Options, train_with};
+use common::optimizers::OptimizerKind;
 use common::stats::megabytes;
 use std::error::Error;
 use std::process::ExitCode;
@@ -33,6 +35,12 @@ struct Args {
     /// Precision modes to train (repeatable); all five by default.
     #[arg(long)]
     precision: Vec<Precision>,
+    /// The optimizer: adam, adamw, adam8bit or adamw8bit.
+    #[arg(long, default_value = "adam")]
+    optimizer: OptimizerKind,
+    /// Weight decay (L2 for adam and adam8bit, decoupled for the AdamW kinds).
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
     /// The data file.
     #[arg(long, default_value = common::digits::DEFAULT_PATH)]
     data: String,
@@ -67,9 +75,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         seed: args.seed,
     };
     println!(
-        "digits: {} training and {} test images, MLP 64-256-256-10 (GELU), Adam lr {}, batch {}, {} epochs",
+        "digits: {} training and {} test images, MLP 64-256-256-10 (GELU), {} lr {}, batch {}, {} epochs",
         data.train_y.len(),
         data.test_y.numel(),
+        args.optimizer,
         config.lr,
         config.batch,
         config.epochs
@@ -79,25 +88,38 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
         10f32.ln()
     );
     println!(
-        "{:<11} {:>10} {:>11} {:>14} {:>11} {:>12} {:>8}",
-        "mode", "first loss", "final loss", "test accuracy", "train time", "peak memory", "skipped"
+        "{:<11} {:>10} {:>11} {:>14} {:>11} {:>12} {:>8} {:>12}",
+        "mode",
+        "first loss",
+        "final loss",
+        "test accuracy",
+        "train time",
+        "peak memory",
+        "skipped",
+        "state B/param"
     );
+    let options = Options {
+        optimizer: args.optimizer,
+        weight_decay: args.weight_decay,
+        ..Options::default()
+    };
     let modes = if args.precision.is_empty() {
         MODES.to_vec()
     } else {
         args.precision
     };
     for precision in modes {
-        let run = train(&data, &widths, precision, config)?;
+        let run = train_with(&data, &widths, precision, config, options)?;
         println!(
-            "{:<11} {:>10.3} {:>11.4} {:>13.1}% {:>10.2}s {:>12} {:>8}",
+            "{:<11} {:>10.3} {:>11.4} {:>13.1}% {:>10.2}s {:>12} {:>8} {:>13.2}",
             precision.name(),
             run.first_loss,
             run.final_loss,
             run.accuracy,
             run.seconds,
             megabytes(run.peak_rss),
-            run.skipped_steps
+            run.skipped_steps,
+            run.memory.state_bytes_per_param()
         );
     }
     Ok(())

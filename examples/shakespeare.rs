@@ -5,6 +5,8 @@
 //! cargo run --release --example shakespeare               # bf16-mixed, 700 steps: under 2 minutes on 2 cores
 //! cargo run --release --example shakespeare -- --compare  # 32-true, bf16-mixed and 16-mixed in turn
 //! cargo run --release --example shakespeare -- --precision 16-mixed --sample 400
+//! cargo run --release --example shakespeare -- --optimizer adamw8bit       # 8-bit optimizer states
+//! cargo run --release --example shakespeare -- --precision bf16-true --rounding stochastic
 //! cargo run --release --example shakespeare -- --checkpoint run.safetensors   # stop it (Ctrl-C), then
 //! cargo run --release --example shakespeare -- --resume run.safetensors --checkpoint run.safetensors
 //! ```
@@ -19,7 +21,7 @@ use amp::prelude::*;
 use amp::train::Precision;
 use clap::Parser;
 use common::gpt::Gpt;
-use common::gpt_train::{RunSummary, check, train};
+use common::gpt_train::{RunSummary, check, train_with};
 use common::plot::{Chart, Reference, Series};
 use common::shakespeare_cli::Args;
 use common::stats::{megabytes, peak_rss_bytes, reset_peak_rss};
@@ -51,6 +53,7 @@ fn main() -> Result<(), Failure> {
     let corpus = Corpus::load(&args.data, TRAIN_FRACTION, context + 1)?;
     let config = args.model(corpus.vocab.len());
     let settings = args.settings();
+    let options = args.optimizer()?;
     for precision in args.precisions() {
         check(precision, &corpus, config, &settings)?;
     }
@@ -64,8 +67,8 @@ fn main() -> Result<(), Failure> {
         corpus.vocab.len()
     );
     println!(
-        "GPT {config}: {params} parameters; batch {} x {context} characters, {} steps, AdamW lr {} weight decay {}",
-        args.batch, args.steps, args.lr, args.weight_decay
+        "GPT {config}: {params} parameters; batch {} x {context} characters, {} steps, {} lr {} weight decay {}",
+        args.batch, args.steps, args.optimizer, args.lr, args.weight_decay
     );
     println!(
         "baseline: unigram entropy of the training text {baseline:.3} nats (a uniform guess: ln {} = {:.3})\n",
@@ -77,7 +80,7 @@ fn main() -> Result<(), Failure> {
         // Buffers pooled by the previous mode would count towards this one's peak.
         amp::empty_cache();
         reset_peak_rss();
-        let run = train(precision, &corpus, config, &settings)?;
+        let run = train_with(precision, &corpus, config, &settings, options)?;
         let peak = peak_rss_bytes();
         if let Some(text) = &run.sample {
             println!("\n{precision} sample:\n{}{text}\n", args.prompt);
@@ -98,7 +101,7 @@ fn main() -> Result<(), Failure> {
 
 fn print_summary(runs: &[(RunSummary, Option<u64>)], baseline: f64) {
     println!(
-        "\n{:<11} {:>7} {:>9} {:>11} {:>11} {:>9} {:>8} {:>7} {:>8}",
+        "\n{:<11} {:>7} {:>9} {:>11} {:>11} {:>9} {:>8} {:>7} {:>8} {:>14}",
         "precision",
         "steps",
         "tokens/s",
@@ -107,7 +110,8 @@ fn print_summary(runs: &[(RunSummary, Option<u64>)], baseline: f64) {
         "peak RSS",
         "skipped",
         "scale",
-        "time"
+        "time",
+        "state B/param"
     );
     for (run, peak) in runs {
         let dash = || "-".to_string();
@@ -116,14 +120,15 @@ fn print_summary(runs: &[(RunSummary, Option<u64>)], baseline: f64) {
             .map_or_else(dash, |r| format!("{r:.0}"));
         let scale = run.loss_scale.map_or_else(dash, |s| s.to_string());
         println!(
-            "{:<11} {:>7} {rate:>9} {:>11.4} {:>11.4} {:>9} {:>8} {scale:>7} {:>7.1}s",
+            "{:<11} {:>7} {rate:>9} {:>11.4} {:>11.4} {:>9} {:>8} {scale:>7} {:>7.1}s {:>14.2}",
             run.precision.name(),
             format!("{}-{}", run.first_step, run.last_step),
             run.final_train,
             run.final_valid,
             megabytes(*peak),
             run.skipped,
-            run.wall.as_secs_f64()
+            run.wall.as_secs_f64(),
+            run.memory.state_bytes_per_param()
         );
     }
     println!(

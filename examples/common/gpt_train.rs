@@ -1,12 +1,16 @@
-//! Training a [`Gpt`] on a character [`Corpus`] in one precision mode: AdamW through amp's `Trainer`
+//! Training a [`Gpt`] on a character [`Corpus`] in one precision mode: AdamW (f32 or 8-bit states, see
+//! [`train_with`]) through amp's `Trainer`
 //! (loss scaling in `"16-mixed"`, gradient clipping), random training batches, a validation loss on fixed
 //! batches every few steps, checkpoints that resume bit-identically, a progress bar, and a text sample at
 //! the end.
 
 use super::gpt::{Gpt, GptConfig};
+use super::optimizers::OptimizerKind;
 use super::text::{Batch, Corpus, fixed_batches, random_batch};
 use amp::prelude::*;
-use amp::train::{Adam, AdamConfig, Checkpoint, Clip, Precision, Schedule, Trainer};
+use amp::train::{
+    Checkpoint, Clip, MemoryReport, Optimizer, Precision, Schedule, Trainer, UpdateRounding,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -86,6 +90,26 @@ pub struct RunSummary {
     pub loss_scale: Option<f32>,
     /// The generated text, when asked for.
     pub sample: Option<String>,
+    /// Bytes of weights and optimizer state at the end.
+    pub memory: MemoryReport,
+}
+
+/// The optimizer and the update rounding of a run.
+#[derive(Clone, Copy, Debug)]
+pub struct OptimizerOptions {
+    /// AdamW by default; AdamW8bit for 8-bit states (its checkpoints hold them in 8 bits).
+    pub optimizer: OptimizerKind,
+    /// How `"bf16-true"`/`"16-true"` round weight updates (ignored in the modes with f32 weights).
+    pub rounding: UpdateRounding,
+}
+
+impl Default for OptimizerOptions {
+    fn default() -> Self {
+        OptimizerOptions {
+            optimizer: OptimizerKind::AdamW,
+            rounding: UpdateRounding::Nearest,
+        }
+    }
 }
 
 /// Trains a fresh (or resumed) model of `config` on `corpus` in `precision`. Errors are one-line messages:
@@ -96,8 +120,25 @@ pub fn train(
     config: GptConfig,
     settings: &TrainSettings,
 ) -> Result<RunSummary, String> {
+    train_with(
+        precision,
+        corpus,
+        config,
+        settings,
+        OptimizerOptions::default(),
+    )
+}
+
+/// [`train`] with another optimizer or update rounding.
+pub fn train_with(
+    precision: Precision,
+    corpus: &Corpus,
+    config: GptConfig,
+    settings: &TrainSettings,
+    options: OptimizerOptions,
+) -> Result<RunSummary, String> {
     check(precision, corpus, config, settings)?;
-    amp::dispatch!(precision, P => train_under::<P>(precision, corpus, config, settings))
+    amp::dispatch!(precision, P => train_under::<P>(precision, corpus, config, settings, options))
         .map_err(|e| e.to_string())?
 }
 
@@ -148,6 +189,7 @@ fn train_under<P: Policy>(
     corpus: &Corpus,
     config: GptConfig,
     settings: &TrainSettings,
+    options: OptimizerOptions,
 ) -> Result<RunSummary, String> {
     let start = Instant::now();
     // One generator initializes the model and then draws the batches; checkpoints save its state.
@@ -158,10 +200,16 @@ fn train_under<P: Policy>(
         total_steps: settings.steps,
         min_factor: 0.1,
     };
-    let adamw = AdamConfig::adamw(settings.lr, settings.weight_decay).schedule(schedule);
-    let mut trainer = Trainer::new(precision, Adam::new(model.params(), adamw))
+    let optimizer =
+        options
+            .optimizer
+            .build(model.params(), settings.lr, settings.weight_decay, schedule);
+    let mut trainer = Trainer::new(precision, optimizer)
         .map_err(|e| e.to_string())?
         .clip(Clip::Norm(settings.clip_norm));
+    if precision.param_storage() != DType::F32 && options.rounding != UpdateRounding::Nearest {
+        trainer = trainer.update_rounding(options.rounding);
+    }
     let mut run = RunState {
         step: 0,
         skipped_before: 0,
@@ -252,6 +300,7 @@ fn train_under<P: Policy>(
             .is_enabled()
             .then(|| trainer.scaler.scale_factor()),
         sample,
+        memory: trainer.memory_report(),
     })
 }
 
@@ -277,7 +326,7 @@ struct Saved<'a> {
 fn save<P: Policy>(
     path: &Path,
     model: &Gpt<P>,
-    trainer: &Trainer<Adam>,
+    trainer: &Trainer<Box<dyn Optimizer>>,
     state: &Saved<'_>,
     corpus: &Corpus,
 ) -> Result<(), String> {
@@ -304,7 +353,7 @@ fn resume<P: Policy>(
     precision: Precision,
     corpus: &Corpus,
     model: &Gpt<P>,
-    trainer: &mut Trainer<Adam>,
+    trainer: &mut Trainer<Box<dyn Optimizer>>,
     rng: &mut Rng,
 ) -> Result<RunState, String> {
     let fail = |e: &dyn std::fmt::Display| format!("cannot resume from {}: {e}", path.display());

@@ -1,11 +1,13 @@
 //! The multilayer perceptron of the digits example and the MLP benchmark: written once against f32 tensors
-//! with `#[autocast(P)]`, trained in any precision mode by a [`Trainer`] with Adam.
+//! with `#[autocast(P)]`, trained in any precision mode by a [`Trainer`] with Adam (or another optimizer
+//! of [`OptimizerKind`], and an [`UpdateRounding`] for `"bf16-true"`).
 
 use super::digits::Digits;
+use super::optimizers::OptimizerKind;
 use super::stats;
 use amp::nn::Linear;
 use amp::prelude::*;
-use amp::train::{Adam, AdamConfig, Precision, PrecisionError, Trainer};
+use amp::train::{MemoryReport, Precision, PrecisionError, Schedule, Trainer, UpdateRounding};
 use std::marker::PhantomData;
 use std::time::Instant;
 
@@ -56,6 +58,26 @@ pub struct Config {
     pub seed: u64,
 }
 
+/// The optimizer and the update rounding (Adam and round-to-nearest by default).
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub optimizer: OptimizerKind,
+    /// L2 (Adam) or decoupled (AdamW) weight decay.
+    pub weight_decay: f64,
+    /// How `-true` modes round weight updates (ignored by the modes with f32 weights).
+    pub rounding: UpdateRounding,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            optimizer: OptimizerKind::Adam,
+            weight_decay: 0.0,
+            rounding: UpdateRounding::Nearest,
+        }
+    }
+}
+
 /// What one training run reached.
 pub struct Run {
     /// Loss of the first batch.
@@ -70,6 +92,8 @@ pub struct Run {
     pub peak_rss: Option<u64>,
     /// Optimizer steps skipped because a gradient was not finite (f16 loss scaling).
     pub skipped_steps: u64,
+    /// Bytes of weights and optimizer state at the end.
+    pub memory: MemoryReport,
 }
 
 /// Trains a fresh `widths` MLP on the digits in `precision` (Adam, shuffled batches) and evaluates it on
@@ -80,7 +104,18 @@ pub fn train(
     precision: Precision,
     config: Config,
 ) -> Result<Run, PrecisionError> {
-    amp::dispatch!(precision, P => train_under::<P>(data, widths, precision, config))?
+    train_with(data, widths, precision, config, Options::default())
+}
+
+/// [`train`] with another optimizer or update rounding.
+pub fn train_with(
+    data: &Digits,
+    widths: &[usize],
+    precision: Precision,
+    config: Config,
+    options: Options,
+) -> Result<Run, PrecisionError> {
+    amp::dispatch!(precision, P => train_under::<P>(data, widths, precision, config, options))?
 }
 
 fn train_under<P: Policy>(
@@ -88,12 +123,21 @@ fn train_under<P: Policy>(
     widths: &[usize],
     precision: Precision,
     config: Config,
+    options: Options,
 ) -> Result<Run, PrecisionError> {
     stats::reset_peak_rss();
     let mut rng = Rng::new(config.seed);
     let model = Mlp::<P>::new(widths, &mut rng);
-    let adam = Adam::new(model.params(), AdamConfig::adam(config.lr));
-    let mut trainer = Trainer::new(precision, adam)?;
+    let optimizer = options.optimizer.build(
+        model.params(),
+        config.lr,
+        options.weight_decay,
+        Schedule::Constant,
+    );
+    let mut trainer = Trainer::new(precision, optimizer)?;
+    if precision.param_storage() != DType::F32 && options.rounding != UpdateRounding::Nearest {
+        trainer = trainer.update_rounding(options.rounding);
+    }
     let n = data.train_y.len();
     let mut order: Vec<usize> = (0..n).collect();
     let (mut first_loss, mut epoch_loss) = (None, f32::NAN);
@@ -130,5 +174,6 @@ fn train_under<P: Policy>(
         seconds,
         peak_rss: stats::peak_rss_bytes(),
         skipped_steps: trainer.skipped_steps(),
+        memory: trainer.memory_report(),
     })
 }

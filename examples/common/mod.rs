@@ -7,6 +7,7 @@ pub mod digits;
 pub mod gpt;
 pub mod gpt_train;
 pub mod mlp;
+pub mod optimizers;
 pub mod plot;
 pub mod shakespeare_cli;
 pub mod stats;

@@ -1,7 +1,8 @@
 //! The command line of the `shakespeare` example (here, so that its test parses the same options).
 
 use super::gpt::GptConfig;
-use super::gpt_train::{Sampling, TrainSettings};
+use super::gpt_train::{OptimizerOptions, Sampling, TrainSettings};
+use super::optimizers::{OptimizerKind, parse_rounding};
 use amp::train::Precision;
 use clap::Parser;
 use std::path::PathBuf;
@@ -80,6 +81,12 @@ pub struct Args {
     /// Steps of learning-rate warmup (then a cosine decay to a tenth at the last step)
     #[arg(long, default_value_t = 20)]
     pub warmup: u64,
+    /// The optimizer: adamw, or adamw8bit for 8-bit states (adam and adam8bit take the decay as L2)
+    #[arg(long, default_value = "adamw")]
+    pub optimizer: OptimizerKind,
+    /// How bf16-true and 16-true round weight updates: nearest, stochastic (bf16-true only) or kahan
+    #[arg(long, default_value = "nearest")]
+    pub rounding: String,
 }
 
 impl Args {
@@ -105,6 +112,14 @@ impl Args {
             layers: self.layers,
             heads: self.heads,
         }
+    }
+
+    /// The optimizer and update rounding (`--rounding stochastic` is seeded with `--seed`).
+    pub fn optimizer(&self) -> Result<OptimizerOptions, String> {
+        Ok(OptimizerOptions {
+            optimizer: self.optimizer,
+            rounding: parse_rounding(&self.rounding, self.seed)?,
+        })
     }
 
     /// The training settings.

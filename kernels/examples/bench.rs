@@ -7,7 +7,7 @@
 //! ```
 
 use amp_kernels::cpu::isa::{self, Isa};
-use amp_kernels::cpu::{self, AdamStep, GemmSpec, gemm_mixed};
+use amp_kernels::cpu::{self, AdamStep, GemmSpec, Quantized, gemm_mixed, quant_blocks};
 use amp_kernels::{bf16, f16};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -378,6 +378,33 @@ fn main() {
         value: adam,
         unit: "GB/s",
         of_peak: Some(100.0 * adam / stream),
+        vs_gemm: None,
+    });
+    // 8-bit states: w read and written (8 bytes), g read (4), two codes read and written (4), and two
+    // f32 scales per 256 elements.
+    let blocks = quant_blocks(n);
+    let (mut mc, mut vc) = (vec![127u8; n], vec![0u8; n]);
+    let (mut ma, mut va) = (vec![0.0f32; blocks], vec![0.0f32; blocks]);
+    let mut p8 = x.clone();
+    let bytes = 16.0 * n as f64 + 16.0 * blocks as f64;
+    let adam8 = bytes
+        / median_secs(7, || {
+            let m = Quantized {
+                codes: &mut mc,
+                absmax: &mut ma,
+            };
+            let v = Quantized {
+                codes: &mut vc,
+                absmax: &mut va,
+            };
+            cpu::adam8bit_step(&mut p8, &x, m, v, &hp)
+        })
+        / 1e9;
+    rows.push(Row {
+        kernel: "AdamW 8-bit update (w, g, 8-bit m, v)".into(),
+        value: adam8,
+        unit: "GB/s",
+        of_peak: Some(100.0 * adam8 / stream),
         vs_gemm: None,
     });
 

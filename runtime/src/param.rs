@@ -3,6 +3,8 @@
 use crate::autograd::{GradId, GradKey, Node, is_grad_enabled};
 use crate::element::{AnyTensor, DType, Element, Float};
 use crate::tensor::Tensor;
+use crate::train::UpdateRounding;
+use crate::train::rounding::RoundingState;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -43,6 +45,8 @@ struct ParamState {
     /// The type the weight is stored in: f32, or bf16/f16 for the `-true` precision modes (the values
     /// are kept exactly representable in that type; the container stays f32).
     storage: DType,
+    /// How updates are rounded to `storage`, and what that carries between updates.
+    rounding: RoundingState,
 }
 
 struct CachedCast {
@@ -70,6 +74,7 @@ impl Param {
                     version: 0,
                     casts: Vec::new(),
                     storage: DType::F32,
+                    rounding: RoundingState::default(),
                 }),
             }),
         }
@@ -179,9 +184,11 @@ impl Param {
         let value = std::mem::replace(&mut state.value, Tensor::scalar(0.0));
         let mut data = value.into_vec();
         let storage = state.storage;
+        let rounding = &mut state.rounding;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let old = rounding.needs_old(storage).then(|| data.clone());
             f(&mut data);
-            round_to_storage(&mut data, storage);
+            rounding.round(old.as_deref(), &mut data, storage);
         }));
         state.value =
             Tensor::from_data(data, shape.clone()).with_shape(shape, Some(self.inner.leaf.clone()));
@@ -207,6 +214,26 @@ impl Param {
         }
         self.state().storage = dtype;
         self.update(|_| {});
+    }
+
+    /// Sets how updates are rounded to the storage type (see [`UpdateRounding`]; no effect while the
+    /// weight is stored in f32). Drops any Kahan compensation carried so far. Panics on stochastic
+    /// rounding with f16 storage.
+    #[track_caller]
+    pub fn set_update_rounding(&self, mode: UpdateRounding) {
+        let mut state = self.state();
+        let storage = state.storage;
+        state.rounding.set(mode, storage);
+    }
+
+    /// How updates are rounded to the storage type.
+    pub fn update_rounding(&self) -> UpdateRounding {
+        self.state().rounding.mode()
+    }
+
+    /// Bytes of the Kahan compensation buffer (0 unless [`UpdateRounding::Kahan`] has rounded an update).
+    pub fn compensation_bytes(&self) -> usize {
+        self.state().rounding.bytes()
     }
 
     /// Whether a cast of type `E` for the current version is cached (for tests and diagnostics).
@@ -237,14 +264,5 @@ impl fmt::Debug for Param {
             .field("shape", &state.value.shape())
             .field("version", &state.version)
             .finish()
-    }
-}
-
-/// Rounds master values to the parameter's storage type.
-fn round_to_storage(data: &mut [f32], storage: DType) {
-    match storage {
-        DType::BF16 => amp_kernels::cpu::round_through::<half::bf16>(data),
-        DType::F16 => amp_kernels::cpu::round_through::<half::f16>(data),
-        _ => {}
     }
 }

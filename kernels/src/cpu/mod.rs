@@ -16,7 +16,10 @@ pub mod isa;
 mod layout;
 mod norm;
 mod optim;
+mod optim8;
+mod quant8;
 mod reduce;
+mod rounding;
 mod simd;
 mod softmax;
 mod unary;
@@ -29,7 +32,12 @@ pub use index::{IndexError, gather, index_add, index_select, scatter_add};
 pub use layout::{copy_rows, permute};
 pub use norm::{layer_norm, layer_norm_backward, rms_norm, rms_norm_backward};
 pub use optim::{AdamStep, SgdStep, adam_step, sgd_step, unscale_and_check};
+pub use optim8::{adam8bit_step, momentum8bit_step};
+pub use quant8::{
+    Codebook, QUANT_BLOCK, Quantized, dequantize_blockwise, quant_blocks, quantize_blockwise,
+};
 pub use reduce::{Reduce, arg_reduce, cumsum, logsumexp, reduce};
+pub use rounding::{kahan_round_through, rounding_bits, stochastic_round_bf16};
 pub use softmax::{log_softmax, log_softmax_backward, softmax, softmax_backward};
 pub use unary::{Unary, unary, unary_backward};
 

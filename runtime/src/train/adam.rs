@@ -192,6 +192,7 @@ impl Optimizer for Adam {
             kind: self.kind().into(),
             steps: self.steps,
             tensors,
+            bytes: Vec::new(),
         }
     }
 

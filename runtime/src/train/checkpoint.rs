@@ -10,7 +10,7 @@
 //!
 //! The format and an example are on [`Checkpoint`].
 
-use super::optimizer::{Optimizer, OptimizerState, OptimizerStateError};
+use super::optimizer::{ByteTensor, Optimizer, OptimizerState, OptimizerStateError};
 use super::scaler::{GradScaler, ScalerConfig, ScalerError, ScalerState};
 use crate::nn::Module;
 use crate::param::Param;
@@ -172,6 +172,7 @@ impl View for &Raw {
 /// |-----------------------------|-------|----------------|---------------------------------------------|
 /// | `model.<param>`             | F32   | the parameter's| the f32 master weight, by dotted name       |
 /// | `optimizer.<buffer>`        | F32   | the buffer's   | [`OptimizerState::tensors`]                 |
+/// | `optimizer.<buffer>`        | U8    | the buffer's   | [`OptimizerState::bytes`] (8-bit codes)     |
 /// | `scaler.scale`              | F32   | `[1]`          | PyTorch's `scale`                           |
 /// | `scaler.growth_factor`      | F32   | `[1]`          | PyTorch's `growth_factor`                   |
 /// | `scaler.backoff_factor`     | F32   | `[1]`          | PyTorch's `backoff_factor`                  |
@@ -284,6 +285,14 @@ impl Checkpoint {
                 format!("optimizer.{name}"),
                 Raw::f32(&t.to_vec(), t.shape()),
             ));
+        }
+        for (name, b) in &state.bytes {
+            let raw = Raw {
+                dtype: Dtype::U8,
+                shape: b.shape.clone(),
+                bytes: b.data.clone(),
+            };
+            self.tensors.push((format!("optimizer.{name}"), raw));
         }
         self
     }
@@ -473,14 +482,20 @@ impl Checkpoint {
         }
         let mut views: Vec<(&str, TensorView<'_>)> = file.iter().collect();
         views.sort_by(|a, b| a.0.cmp(b.0)); // errors name the same tensor on every run
-        let (mut optimizer, mut scaler) = (Vec::new(), BTreeMap::new());
+        let (mut optimizer, mut optimizer_bytes, mut scaler) =
+            (Vec::new(), Vec::new(), BTreeMap::new());
         for (name, view) in views {
             if let Some(param) = name.strip_prefix("model.") {
                 loaded
                     .model
                     .insert(param.to_string(), decode_f32(name, &view)?);
             } else if let Some(buffer) = name.strip_prefix("optimizer.") {
-                optimizer.push((buffer.to_string(), decode_f32(name, &view)?));
+                if view.dtype() == Dtype::U8 {
+                    let bytes = ByteTensor::new(view.data().to_vec(), view.shape().to_vec());
+                    optimizer_bytes.push((buffer.to_string(), bytes));
+                } else {
+                    optimizer.push((buffer.to_string(), decode_f32(name, &view)?));
+                }
             } else if let Some(key) = name.strip_prefix("scaler.") {
                 scaler.insert(key, view);
             } else if let Some(rng) = name.strip_prefix("rng.") {
@@ -496,9 +511,12 @@ impl Checkpoint {
                 kind,
                 steps,
                 tensors: optimizer,
+                bytes: optimizer_bytes,
             }),
             (Some(_), None) => return Err(CheckpointError::Missing(KEY_STEPS.into())),
-            (None, _) if steps.is_some() || !optimizer.is_empty() => {
+            (None, _)
+                if steps.is_some() || !optimizer.is_empty() || !optimizer_bytes.is_empty() =>
+            {
                 return Err(CheckpointError::Missing(KEY_KIND.into()));
             }
             (None, _) => None,

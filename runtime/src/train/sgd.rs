@@ -162,6 +162,7 @@ impl Optimizer for Sgd {
             kind: "sgd".into(),
             steps: self.steps,
             tensors,
+            bytes: Vec::new(),
         }
     }
 

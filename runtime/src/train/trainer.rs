@@ -2,8 +2,10 @@
 //! micro-batches), unscale, clip, step, update.
 
 use super::clip::{clip_grad_norm, clip_grad_value};
+use super::memory::MemoryReport;
 use super::optimizer::Optimizer;
 use super::precision::{Precision, PrecisionError};
+use super::rounding::UpdateRounding;
 use super::scaler::{GradScaler, ScaledGrads, StepResult};
 use crate::element::Float;
 use crate::tensor::Tensor;
@@ -94,6 +96,49 @@ impl<O: Optimizer> Trainer<O> {
     pub fn with_scaler(mut self, scaler: GradScaler) -> Self {
         self.scaler = scaler;
         self
+    }
+
+    /// Rounds the weight updates of a `-true` mode (weights stored in bf16/f16) by `mode` instead of to
+    /// nearest: see [`UpdateRounding`] for when to use which. A stochastic seed is combined with each
+    /// parameter's position, so parameters draw different bits. Panics in the modes with f32 weights,
+    /// which need neither, and on stochastic rounding in `"16-true"`.
+    ///
+    /// ```
+    /// use amp_runtime::train::{Precision, Sgd, SgdConfig, Trainer, UpdateRounding};
+    /// use amp_runtime::{Param, Tensor};
+    /// // A bf16 weight of 1.0 and updates of 1e-4, far below bf16's step of 2^-8 there.
+    /// let w = Param::new(Tensor::<f32>::from_vec(vec![1.0], [1]));
+    /// let sgd = Sgd::new(vec![w.clone()], SgdConfig::new(1e-4));
+    /// let mut trainer = Trainer::new(Precision::Bf16True, sgd).unwrap().update_rounding(UpdateRounding::Kahan);
+    /// for _ in 0..1000 {
+    ///     trainer.step(|_| w.value().sum(..)); // gradient 1
+    /// }
+    /// assert!((w.value().item() - 0.9).abs() < 0.004); // round-to-nearest would stay at 1.0
+    /// ```
+    #[track_caller]
+    pub fn update_rounding(self, mode: UpdateRounding) -> Self {
+        if self.precision.param_storage() == crate::element::DType::F32 {
+            panic!(
+                "Trainer::update_rounding: \"{}\" keeps f32 master weights, which take every update; \
+                 rounding modes are for \"bf16-true\" and \"16-true\"",
+                self.precision
+            );
+        }
+        for (i, p) in self.optimizer.params().iter().enumerate() {
+            let mode = match mode {
+                UpdateRounding::Stochastic { seed } => UpdateRounding::Stochastic {
+                    seed: seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                },
+                other => other,
+            };
+            p.set_update_rounding(mode);
+        }
+        self
+    }
+
+    /// Bytes of the weights and the optimizer state (see [`MemoryReport`]).
+    pub fn memory_report(&self) -> MemoryReport {
+        MemoryReport::of(self.precision, &self.optimizer)
     }
 
     /// The precision mode.

@@ -14,6 +14,7 @@
 //! | `logsumexp`, softmax forward and backward | `inner == 1` | AVX2, AVX-512 |
 //! | layer norm, RMS norm, forward and backward | every row length | AVX2, AVX-512 |
 //! | `unscale_and_check`, `adam_step`, `sgd_step` | fused, one pass | AVX2, AVX-512 |
+//! | `adam8bit_step`, `momentum8bit_step` | full 256-element blocks (f32 weights) | AVX-512 |
 //!
 //! `f64` and the integer types always take the scalar path. The `Avx512Bf16` and `Amx` levels run the
 //! AVX-512 code: f32 → bf16 rounds with integer AVX-512 instructions, because `vcvtneps2bf16` flushes
@@ -46,6 +47,8 @@ mod elementwise;
 mod math;
 #[cfg(target_arch = "x86_64")]
 mod optim;
+#[cfg(target_arch = "x86_64")]
+pub(super) mod optim8;
 #[cfg(target_arch = "x86_64")]
 mod rows;
 

@@ -1,0 +1,123 @@
+//! How an updated weight stored in half precision (the `-true` modes) is rounded: to nearest, stochastic
+//! rounding, or Kahan-compensated.
+
+use crate::element::DType;
+use amp_kernels::cpu::{kahan_round_through, round_through, stochastic_round_bf16};
+use amp_kernels::{bf16, f16};
+
+/// How a parameter stored in bf16 or f16 takes an update the optimizer computed in f32.
+///
+/// In `"bf16-true"` every weight is rounded back to bf16 after each step. Round-to-nearest drops any
+/// update smaller than half a bf16 step, about `|w|·2^-9`: with a small learning rate, or late in
+/// training when updates are small, the weights stop moving and the loss stalls (the failure of pure-bf16
+/// training described by Zamirai et al., *Revisiting BFloat16 Training*). Two remedies, set with
+/// [`Trainer::update_rounding`](super::Trainer::update_rounding):
+///
+/// - [`Stochastic`](Self::Stochastic): round up with probability equal to the remainder, so the stored
+///   weight is right *on average*. No memory, one hash per element. Use it for long runs where the noise
+///   it adds averages out (most pre-training); bf16 storage only. Reproducible: the random bits depend on
+///   the seed, the parameter, how many updates it has had, and the element, not on threads.
+/// - [`Kahan`](Self::Kahan): keep what each rounding dropped in a compensation buffer (2 bytes per weight,
+///   in the storage type) and add it to the next update, so small updates add up exactly over time. No
+///   noise. Use it when updates are tiny compared with the weights (fine-tuning, small learning rates) or
+///   when results must not depend on random bits; bf16 and f16.
+///
+/// Neither is needed with f32 master weights (`"bf16-mixed"`), which keep every update exactly at
+/// 2 more bytes per weight than Kahan's buffer. The compensation buffer and the update counter live in
+/// the parameter and are not saved in checkpoints: a resumed run continues with a fresh buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateRounding {
+    /// Round to nearest (what a half-precision weight does by itself).
+    #[default]
+    Nearest,
+    /// Stochastic rounding to bf16, seeded.
+    Stochastic {
+        /// Seeds the random bits (together with the update count and the element index).
+        seed: u64,
+    },
+    /// Kahan-compensated round-to-nearest.
+    Kahan,
+}
+
+/// A parameter's rounding mode and what it carries between updates.
+#[derive(Debug, Default)]
+pub(crate) struct RoundingState {
+    mode: UpdateRounding,
+    /// Rounded updates so far (the stochastic rounding counter).
+    updates: u64,
+    compensation: Compensation,
+}
+
+#[derive(Debug, Default)]
+enum Compensation {
+    #[default]
+    None,
+    Bf16(Vec<bf16>),
+    F16(Vec<f16>),
+}
+
+impl RoundingState {
+    /// Sets the mode (dropping any compensation); panics on stochastic rounding to f16.
+    #[track_caller]
+    pub(crate) fn set(&mut self, mode: UpdateRounding, storage: DType) {
+        if matches!(mode, UpdateRounding::Stochastic { .. }) && storage == DType::F16 {
+            panic!(
+                "stochastic rounding is implemented for bf16 storage (\"bf16-true\"), not f16; use \
+                 UpdateRounding::Kahan for \"16-true\""
+            );
+        }
+        *self = RoundingState {
+            mode,
+            ..RoundingState::default()
+        };
+    }
+
+    /// The mode.
+    pub(crate) fn mode(&self) -> UpdateRounding {
+        self.mode
+    }
+
+    /// Whether [`round`](Self::round) needs the values before the update.
+    pub(crate) fn needs_old(&self, storage: DType) -> bool {
+        self.mode == UpdateRounding::Kahan && storage != DType::F32
+    }
+
+    /// Rounds updated values `data` to `storage` by the mode (`old`: the values before the update,
+    /// given when [`needs_old`](Self::needs_old)).
+    pub(crate) fn round(&mut self, old: Option<&[f32]>, data: &mut [f32], storage: DType) {
+        match (storage, self.mode, old) {
+            (DType::BF16, UpdateRounding::Stochastic { seed }, _) => {
+                stochastic_round_bf16(data, seed, self.updates);
+                self.updates += 1;
+            }
+            (DType::BF16, UpdateRounding::Kahan, Some(old)) => {
+                if !matches!(&self.compensation, Compensation::Bf16(c) if c.len() == data.len()) {
+                    self.compensation = Compensation::Bf16(vec![bf16::ZERO; data.len()]);
+                }
+                if let Compensation::Bf16(c) = &mut self.compensation {
+                    kahan_round_through::<bf16>(old, data, c);
+                }
+            }
+            (DType::F16, UpdateRounding::Kahan, Some(old)) => {
+                if !matches!(&self.compensation, Compensation::F16(c) if c.len() == data.len()) {
+                    self.compensation = Compensation::F16(vec![f16::ZERO; data.len()]);
+                }
+                if let Compensation::F16(c) = &mut self.compensation {
+                    kahan_round_through::<f16>(old, data, c);
+                }
+            }
+            (DType::BF16, ..) => round_through::<bf16>(data),
+            (DType::F16, ..) => round_through::<f16>(data),
+            _ => {}
+        }
+    }
+
+    /// Bytes of the compensation buffer.
+    pub(crate) fn bytes(&self) -> usize {
+        match &self.compensation {
+            Compensation::None => 0,
+            Compensation::Bf16(c) => 2 * c.len(),
+            Compensation::F16(c) => 2 * c.len(),
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! What the 8-bit optimizers share: which parameters get 8-bit states ([`StatePolicy`]), and a
+//! block-quantized state buffer with its checkpoint form.
+
+use super::optimizer::{ByteTensor, OptimizerState, OptimizerStateError, find_buffer, find_bytes};
+use crate::autograd::GradId;
+use crate::param::Param;
+use crate::tensor::Tensor;
+use amp_kernels::cpu::{Codebook, Quantized, quant_blocks};
+
+/// bitsandbytes' `min_8bit_size`: parameters with fewer elements keep f32 states.
+pub const MIN_8BIT_SIZE: usize = 4096;
+
+/// Which parameters of an 8-bit optimizer keep their states in 8 bits, and which in f32.
+///
+/// A parameter gets 8-bit states when it has at least [`min_8bit_size`](Self::min_8bit_size) elements
+/// (bitsandbytes' default, 4096: biases and norm weights are small, vary a lot and save little) and has
+/// not been asked to keep 32-bit states, by name or by [`Param`] (bitsandbytes'
+/// `GlobalOptimManager.override_config(p, "optim_bits", 32)`, which its `StableEmbedding` uses for
+/// embeddings).
+///
+/// ```
+/// use amp_runtime::train::StatePolicy;
+/// use amp_runtime::{Param, Tensor};
+/// let big = Param::named("emb.weight", Tensor::<f32>::zeros([64, 64]));
+/// let policy = StatePolicy::default().keep_32bit_named("emb.weight");
+/// assert!(!policy.is_8bit(&big));
+/// assert!(StatePolicy::default().is_8bit(&big));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatePolicy {
+    min_8bit_size: usize,
+    names: Vec<String>,
+    params: Vec<GradId>,
+}
+
+impl Default for StatePolicy {
+    /// 8-bit states from [`MIN_8BIT_SIZE`] elements on, no exceptions.
+    fn default() -> Self {
+        StatePolicy {
+            min_8bit_size: MIN_8BIT_SIZE,
+            names: Vec::new(),
+            params: Vec::new(),
+        }
+    }
+}
+
+impl StatePolicy {
+    /// With another size threshold (0 or 1: every parameter gets 8-bit states).
+    pub fn min_8bit_size(mut self, elements: usize) -> Self {
+        self.min_8bit_size = elements;
+        self
+    }
+
+    /// Keeps f32 states for the parameter named `name` (its name when the optimizer first steps it).
+    pub fn keep_32bit_named(mut self, name: impl Into<String>) -> Self {
+        self.names.push(name.into());
+        self
+    }
+
+    /// Keeps f32 states for `param`.
+    pub fn keep_32bit(mut self, param: &Param) -> Self {
+        self.params.push(param.grad_id());
+        self
+    }
+
+    /// Whether `param` gets 8-bit states.
+    pub fn is_8bit(&self, param: &Param) -> bool {
+        param.numel() >= self.min_8bit_size
+            && !self.params.contains(&param.grad_id())
+            && !self.names.contains(&param.name())
+    }
+}
+
+/// One state of one parameter, block-quantized: a code per element, an f32 absmax per 256 elements.
+#[derive(Clone, Debug)]
+pub(crate) struct Block8 {
+    pub(crate) codes: Vec<u8>,
+    pub(crate) absmax: Vec<f32>,
+}
+
+impl Block8 {
+    /// A state of zeros for `n` elements in `book`.
+    pub(crate) fn zeros(n: usize, book: &Codebook) -> Self {
+        Block8 {
+            codes: vec![book.zero_code(); n],
+            absmax: vec![0.0; quant_blocks(n)],
+        }
+    }
+
+    /// The kernels' view.
+    pub(crate) fn view(&mut self) -> Quantized<'_> {
+        Quantized {
+            codes: &mut self.codes,
+            absmax: &mut self.absmax,
+        }
+    }
+
+    /// Bytes held: one per code, four per scale.
+    pub(crate) fn bytes(&self) -> usize {
+        self.codes.len() + 4 * self.absmax.len()
+    }
+
+    /// Adds this state to a saved state as `<key>.state<i>` (bytes, the parameter's shape) and
+    /// `<key>.absmax<i>` (f32, one per block), bitsandbytes' names.
+    pub(crate) fn save(&self, key: &str, i: usize, shape: &[usize], into: &mut OptimizerState) {
+        into.bytes.push((
+            format!("{key}.state{i}"),
+            ByteTensor::new(self.codes.clone(), shape.to_vec()),
+        ));
+        into.tensors.push((
+            format!("{key}.absmax{i}"),
+            Tensor::from_vec(self.absmax.clone(), [self.absmax.len()]),
+        ));
+    }
+
+    /// Reads `<key>.state<i>` and `<key>.absmax<i>` back, checking shapes and that every scale is finite
+    /// and not negative.
+    pub(crate) fn load(
+        state: &OptimizerState,
+        key: &str,
+        i: usize,
+        shape: &[usize],
+    ) -> Result<Block8, OptimizerStateError> {
+        let codes = find_bytes(state, &format!("{key}.state{i}"), shape)?;
+        let name = format!("{key}.absmax{i}");
+        let n: usize = shape.iter().product();
+        let absmax = find_buffer(state, &name, &[quant_blocks(n)])?.to_vec();
+        if let Some(bad) = absmax.iter().find(|a| !(a.is_finite() && **a >= 0.0)) {
+            return Err(OptimizerStateError::Invalid {
+                name,
+                reason: format!("a block scale is {bad}; scales are finite and >= 0"),
+            });
+        }
+        Ok(Block8 {
+            codes: codes.data.clone(),
+            absmax,
+        })
+    }
+
+    /// The names [`save`](Self::save) writes.
+    pub(crate) fn names(key: &str, i: usize) -> [String; 2] {
+        [format!("{key}.state{i}"), format!("{key}.absmax{i}")]
+    }
+}
+
+/// Reads a per-parameter step count saved as a one-element f32 tensor; it must be a positive whole
+/// number.
+pub(crate) fn load_step(state: &OptimizerState, name: &str) -> Result<u64, OptimizerStateError> {
+    let step = find_buffer(state, name, &[1])?.to_vec()[0];
+    if !(step >= 1.0 && step.fract() == 0.0 && step < 16_777_216.0) {
+        return Err(OptimizerStateError::Invalid {
+            name: name.to_string(),
+            reason: format!("the step count is {step}, not a whole number from 1 to 2^24"),
+        });
+    }
+    Ok(step as u64)
+}
+
+/// The error for a parameter saved with the other state width than this optimizer gives it.
+pub(crate) fn width_mismatch(name: String, saved_8bit: bool) -> OptimizerStateError {
+    let (saved, now) = if saved_8bit {
+        ("8-bit", "f32")
+    } else {
+        ("f32", "8-bit")
+    };
+    OptimizerStateError::Invalid {
+        name,
+        reason: format!(
+            "the state was saved {saved}, but this optimizer keeps {now} state for the parameter \
+             (its min_8bit_size or keep_32bit settings differ)"
+        ),
+    }
+}
