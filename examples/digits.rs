@@ -66,6 +66,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(format!("--lr must be a positive number, not {}", args.lr).into());
+    }
+    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
+        return Err(format!(
+            "--weight-decay must be zero or positive, not {}",
+            args.weight_decay
+        )
+        .into());
+    }
+    if args.epochs == 0 {
+        return Err("--epochs must be positive".into());
+    }
     let data = load_digits(&args.data)?;
     let widths = [64, 256, 256, 10];
     let config = Config {

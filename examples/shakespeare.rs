@@ -27,6 +27,7 @@ use common::shakespeare_cli::Args;
 use common::stats::{megabytes, peak_rss_bytes, reset_peak_rss};
 use common::text::{Corpus, unigram_entropy};
 use std::fmt::{self, Debug, Display};
+use std::path::Path;
 
 /// The share of the text that trains; the rest validates.
 const TRAIN_FRACTION: f64 = 0.9;
@@ -57,6 +58,11 @@ fn main() -> Result<(), Failure> {
     for precision in args.precisions() {
         check(precision, &corpus, config, &settings)?;
     }
+    // Output paths are checked before training, so a typo does not cost the run.
+    writable(&args.plot)?;
+    if let Some(path) = &args.checkpoint {
+        writable_dir(path)?;
+    }
     let baseline = unigram_entropy(&corpus.train);
     let params = Gpt::<F32>::new(config, &mut Rng::new(0)).num_params();
     println!(
@@ -67,8 +73,9 @@ fn main() -> Result<(), Failure> {
         corpus.vocab.len()
     );
     println!(
-        "GPT {config}: {params} parameters; batch {} x {context} characters, {} steps, {} lr {} weight decay {}",
-        args.batch, args.steps, args.optimizer, args.lr, args.weight_decay
+        "GPT {config}: {params} parameters; batch {} x {context} characters, {} steps, {} lr {} \
+         ({} warmup steps, cosine decay to a tenth), weight decay {}, gradient norm clipped at 1",
+        args.batch, args.steps, args.optimizer, args.lr, args.warmup, args.weight_decay
     );
     println!(
         "baseline: unigram entropy of the training text {baseline:.3} nats (a uniform guess: ln {} = {:.3})\n",
@@ -89,10 +96,6 @@ fn main() -> Result<(), Failure> {
     }
     print_summary(&runs, baseline);
     let chart = loss_chart(&runs, baseline, &config.to_string());
-    if let Some(dir) = args.plot.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
     std::fs::write(&args.plot, chart.to_svg())
         .map_err(|e| format!("cannot write {}: {e}", args.plot.display()))?;
     println!("loss curves: {}", args.plot.display());
@@ -134,6 +137,39 @@ fn print_summary(runs: &[(RunSummary, Option<u64>)], baseline: f64) {
     println!(
         "train loss: the mean of the last evaluation interval; unigram baseline: {baseline:.4} nats"
     );
+    for (run, _) in runs {
+        let below = baseline - f64::from(run.final_valid);
+        println!(
+            "{}: validation loss {:.3} is {:.2} nats per character {} the unigram baseline, after {:.0} s",
+            run.precision.name(),
+            run.final_valid,
+            below.abs(),
+            if below >= 0.0 { "below" } else { "above" },
+            run.wall.as_secs_f64()
+        );
+    }
+}
+
+/// Creates the parent folder of `path` if needed and checks that `path` can be written (it is created
+/// empty now and written at the end).
+fn writable(path: &Path) -> Result<(), String> {
+    writable_dir(path)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(drop)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Creates the parent folder of `path` if needed (checkpoints are written next to their final path
+/// first, then renamed).
+fn writable_dir(path: &Path) -> Result<(), String> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create the folder {}: {e}", dir.display())),
+        None => Ok(()),
+    }
 }
 
 /// The color of a mode's lines.

@@ -103,20 +103,84 @@ fn a_resumed_run_continues_bit_identically() {
     settings.eval_every = 4;
     let uninterrupted = run(Precision::F16Mixed, &settings);
 
-    let mut first = settings.clone();
-    first.stop_after = Some(8);
-    first.checkpoint = Some(path.clone());
-    let stopped = run(Precision::F16Mixed, &first);
-    assert_eq!(stopped.last_step, 8);
+    // Stopped at an evaluation step, and between two (where the stopped run saves without adding a
+    // point to the validation curve).
+    for stop in [8, 6] {
+        let mut first = settings.clone();
+        first.stop_after = Some(stop);
+        first.checkpoint = Some(path.clone());
+        let stopped = run(Precision::F16Mixed, &first);
+        assert_eq!(stopped.last_step, stop);
 
-    let mut second = settings.clone();
-    second.resume = Some(path.clone());
-    let resumed = run(Precision::F16Mixed, &second);
+        let mut second = settings.clone();
+        second.resume = Some(path.clone());
+        let resumed = run(Precision::F16Mixed, &second);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((resumed.first_step, resumed.last_step), (stop, 12));
+        assert_eq!(
+            resumed.train_curve, uninterrupted.train_curve,
+            "stop {stop}"
+        );
+        assert_eq!(
+            resumed.valid_curve, uninterrupted.valid_curve,
+            "stop {stop}"
+        );
+        assert_eq!(resumed.loss_scale, uninterrupted.loss_scale);
+    }
+}
+
+/// A resumed run must keep the options that shape the rest of the run (here the learning rate and the
+/// step count), and must have steps left to train; the errors say which options differ.
+#[test]
+fn a_resume_with_other_options_is_refused() {
+    let path = temp_path("options.safetensors");
+    let mut settings = tiny_settings(4);
+    settings.eval_every = 2;
+    settings.checkpoint = Some(path.clone());
+    run(Precision::Bf16Mixed, &settings);
+
+    let mut resume = tiny_settings(4);
+    resume.eval_every = 2;
+    resume.resume = Some(path.clone());
+    resume.lr = 1e-3;
+    let err = train(Precision::Bf16Mixed, corpus(), tiny_model(), &resume).unwrap_err();
+    assert!(
+        err.contains("--lr 0.005") && err.contains("--lr 0.001"),
+        "{err}"
+    );
+    resume.lr = settings.lr;
+    let err = train(Precision::Bf16Mixed, corpus(), tiny_model(), &resume).unwrap_err();
+    assert!(
+        err.contains("at step 4") && err.contains("--steps 4"),
+        "{err}"
+    );
     std::fs::remove_file(&path).unwrap();
-    assert_eq!((resumed.first_step, resumed.last_step), (8, 12));
-    assert_eq!(resumed.train_curve, uninterrupted.train_curve);
-    assert_eq!(resumed.valid_curve, uninterrupted.valid_curve);
-    assert_eq!(resumed.loss_scale, uninterrupted.loss_scale);
+}
+
+/// Bad numbers on the command line are one-line errors before anything runs.
+#[test]
+fn bad_training_options_are_refused() {
+    for (change, expected) in [
+        (
+            &(|s: &mut TrainSettings| s.lr = f64::NAN) as &dyn Fn(&mut TrainSettings),
+            "--lr",
+        ),
+        (&|s: &mut TrainSettings| s.lr = -1.0, "--lr"),
+        (
+            &|s: &mut TrainSettings| s.weight_decay = -0.1,
+            "--weight-decay",
+        ),
+        (&|s: &mut TrainSettings| s.steps = 0, "--steps"),
+        (
+            &|s: &mut TrainSettings| s.stop_after = Some(0),
+            "--stop-after",
+        ),
+    ] {
+        let mut settings = tiny_settings(4);
+        change(&mut settings);
+        let err = train(Precision::Bf16Mixed, corpus(), tiny_model(), &settings).unwrap_err();
+        assert!(err.contains(expected) && !err.contains('\n'), "{err}");
+    }
 }
 
 /// Resuming from a checkpoint of a wider model, of another mode, from a missing file or from a file

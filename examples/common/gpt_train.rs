@@ -156,6 +156,21 @@ pub fn check(
     if settings.batch == 0 || settings.eval_every == 0 || settings.eval_batches == 0 {
         return Err("--batch, --eval-every and --eval-batches must be positive".into());
     }
+    if settings.steps == 0 || settings.stop_after == Some(0) {
+        return Err("--steps and --stop-after must be positive".into());
+    }
+    if !(settings.lr.is_finite() && settings.lr > 0.0) {
+        return Err(format!(
+            "--lr must be a positive number, not {}",
+            settings.lr
+        ));
+    }
+    if !(settings.weight_decay.is_finite() && settings.weight_decay >= 0.0) {
+        return Err(format!(
+            "--weight-decay must be zero or positive, not {}",
+            settings.weight_decay
+        ));
+    }
     if corpus.train.len() <= config.context || corpus.valid.len() <= config.context {
         return Err(format!(
             "the context ({}) must be shorter than the training ({}) and validation ({}) texts",
@@ -182,6 +197,9 @@ mod keys {
     pub const VALID_CURVE: &str = "valid_curve";
     /// The generator that draws the batches.
     pub const DATA_RNG: &str = "data";
+    /// The options that shape the rest of the run (schedule, batches, evaluation): a resumed run must
+    /// use the same ones to continue as the uninterrupted run would have.
+    pub const SETTINGS: &str = "settings";
 }
 
 fn train_under<P: Policy>(
@@ -217,7 +235,15 @@ fn train_under<P: Policy>(
         valid_curve: Vec::new(),
     };
     if let Some(path) = &settings.resume {
-        run = resume(path, precision, corpus, &model, &mut trainer, &mut rng)?;
+        run = resume(
+            path,
+            precision,
+            corpus,
+            settings,
+            &model,
+            &mut trainer,
+            &mut rng,
+        )?;
     }
     let first_step = run.step;
     let valid = fixed_batches(
@@ -241,6 +267,7 @@ fn train_under<P: Policy>(
         .stop_after
         .map_or(settings.steps, |s| s.min(settings.steps));
     let mut step_time = Duration::ZERO;
+    let mut last_valid = run.valid_curve.last().map_or(f32::NAN, |v| v.1);
     while run.step < last_step {
         let batch = random_batch(&corpus.train, settings.batch, config.context, &mut rng);
         let began = Instant::now();
@@ -256,9 +283,16 @@ fn train_under<P: Policy>(
             .then(|| trainer.scaler.scale_factor());
         bar.set_position(run.step);
         bar.set_message(status(Some(report.loss), rate, scale, skipped));
-        if run.step.is_multiple_of(settings.eval_every) || run.step == last_step {
+        // Evaluations at the evaluation steps and at the end; a run stopped early (`--stop-after`)
+        // also evaluates and saves where it stops, but leaves that point out of the curve, so a resumed
+        // run's curve is the uninterrupted run's.
+        let scheduled = run.step.is_multiple_of(settings.eval_every) || run.step == settings.steps;
+        if scheduled || run.step == last_step {
             let valid_loss = evaluate(&model, &valid);
-            run.valid_curve.push((run.step, valid_loss));
+            if scheduled {
+                run.valid_curve.push((run.step, valid_loss));
+            }
+            last_valid = valid_loss;
             let window = settings.eval_every.min(run.step);
             say(format!(
                 "{:>10} step {:>5}: validation {valid_loss:.3}, train {:.3} (last {window} steps), {}",
@@ -267,8 +301,15 @@ fn train_under<P: Policy>(
                 recent_mean(&run.train_curve, window),
                 status(None, rate, scale, skipped),
             ));
-            if let Some(path) = &settings.checkpoint {
+            if !valid_loss.is_finite() {
+                say(format!(
+                    "{:>10} step {:>5}: the validation loss is not finite; the last checkpoint is kept",
+                    precision.name(),
+                    run.step
+                ));
+            } else if let Some(path) = &settings.checkpoint {
                 let state = Saved {
+                    settings: run_options(settings),
                     run: &run,
                     skipped,
                     rng: &rng,
@@ -289,7 +330,7 @@ fn train_under<P: Policy>(
         first_step,
         last_step: run.step,
         final_train: recent_mean(&run.train_curve, settings.eval_every),
-        final_valid: run.valid_curve.last().map_or(f32::NAN, |v| v.1),
+        final_valid: last_valid,
         train_curve: run.train_curve,
         valid_curve: run.valid_curve,
         tokens_per_second: (tokens > 0.0).then(|| tokens / step_time.as_secs_f64()),
@@ -314,6 +355,8 @@ struct RunState {
 
 /// What a checkpoint holds besides the model and the trainer.
 struct Saved<'a> {
+    /// [`run_options`] of the run.
+    settings: String,
     run: &'a RunState,
     /// Skipped steps in all (before and since a resume).
     skipped: u64,
@@ -340,6 +383,7 @@ fn save<P: Policy>(
         .metadata(keys::PRECISION, state.precision)
         .metadata(keys::MODEL, model.config())
         .metadata(keys::VOCAB, corpus.vocab.chars())
+        .metadata(keys::SETTINGS, &state.settings)
         .metadata(keys::TRAIN_CURVE, format_curve(&state.run.train_curve))
         .metadata(keys::VALID_CURVE, format_curve(&state.run.valid_curve))
         .save(path)
@@ -352,6 +396,7 @@ fn resume<P: Policy>(
     path: &Path,
     precision: Precision,
     corpus: &Corpus,
+    settings: &TrainSettings,
     model: &Gpt<P>,
     trainer: &mut Trainer<Box<dyn Optimizer>>,
     rng: &mut Rng,
@@ -379,12 +424,25 @@ fn resume<P: Policy>(
             "it was trained in {saved_precision}; resume with --precision {saved_precision}"
         )));
     }
+    let saved_options = meta(keys::SETTINGS)?;
+    let options = run_options(settings);
+    if saved_options != options {
+        return Err(fail(&format!(
+            "it was trained with {saved_options}; this run has {options}"
+        )));
+    }
     let number = |key: &str| {
         meta(key)?
             .parse::<u64>()
             .map_err(|e| fail(&format!("metadata `{key}`: {e}")))
     };
     let (step, skipped_before) = (number(keys::STEP)?, number(keys::SKIPPED)?);
+    if step >= settings.steps {
+        return Err(fail(&format!(
+            "it is at step {step}, and this run ends at --steps {}",
+            settings.steps
+        )));
+    }
     let train_curve =
         parse_curve(meta(keys::TRAIN_CURVE)?).ok_or_else(|| fail(&"bad train_curve"))?;
     let valid_curve =
@@ -403,6 +461,21 @@ fn resume<P: Policy>(
         train_curve,
         valid_curve,
     })
+}
+
+/// The options a resumed run must share with the run it continues (`--steps 700 --warmup 20 ...`): they
+/// fix the learning-rate schedule, the batches and the validation windows.
+fn run_options(settings: &TrainSettings) -> String {
+    format!(
+        "--steps {} --warmup {} --lr {} --weight-decay {} --batch {} --eval-every {} --eval-batches {}",
+        settings.steps,
+        settings.warmup,
+        settings.lr,
+        settings.weight_decay,
+        settings.batch,
+        settings.eval_every,
+        settings.eval_batches
+    )
 }
 
 /// The mean loss over `batches`, without recording gradients.
@@ -461,6 +534,8 @@ fn progress_bar(precision: Precision, settings: &TrainSettings, position: u64) -
     let bar = ProgressBar::new(settings.steps).with_style(style);
     bar.set_prefix(precision.name());
     bar.set_position(position);
+    // After a resume, the estimate must not count the steps done before as done in no time.
+    bar.reset_eta();
     bar
 }
 

@@ -125,6 +125,8 @@ fn train_under<P: Policy>(
     config: Config,
     options: Options,
 ) -> Result<Run, PrecisionError> {
+    // Buffers pooled by an earlier run would count towards this one's peak.
+    amp::empty_cache();
     stats::reset_peak_rss();
     let mut rng = Rng::new(config.seed);
     let model = Mlp::<P>::new(widths, &mut rng);
