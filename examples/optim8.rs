@@ -127,6 +127,21 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    for (name, lr) in [("--lr", args.lr), ("--gpt-lr", args.gpt_lr)] {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(format!("{name} must be a positive number, not {lr}").into());
+        }
+    }
+    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
+        return Err(format!(
+            "--weight-decay must be zero or positive, not {}",
+            args.weight_decay
+        )
+        .into());
+    }
+    if args.epochs == 0 {
+        return Err("--epochs must be positive".into());
+    }
     let mut rows = Vec::new();
     let data = load_digits(&args.digits)?;
     let config = Config {

@@ -21,7 +21,7 @@ use amp::prelude::*;
 use amp::train::Precision;
 use clap::Parser;
 use common::gpt::Gpt;
-use common::gpt_train::{RunSummary, check, train_with};
+use common::gpt_train::{RunSummary, check, check_options, train_with};
 use common::plot::{Chart, Reference, Series};
 use common::shakespeare_cli::Args;
 use common::stats::{megabytes, peak_rss_bytes, reset_peak_rss};
@@ -57,6 +57,7 @@ fn main() -> Result<(), Failure> {
     let options = args.optimizer()?;
     for precision in args.precisions() {
         check(precision, &corpus, config, &settings)?;
+        check_options(precision, options)?;
     }
     // Output paths are checked before training, so a typo does not cost the run.
     writable(&args.plot)?;

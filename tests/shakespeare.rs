@@ -6,9 +6,10 @@
 mod common;
 
 use amp::train::Precision;
+use amp::train::UpdateRounding;
 use clap::Parser;
 use common::gpt::GptConfig;
-use common::gpt_train::{RunSummary, TrainSettings, train};
+use common::gpt_train::{OptimizerOptions, RunSummary, TrainSettings, train, train_with};
 use common::plot::{Chart, Reference, Series};
 use common::shakespeare_cli::Args;
 use common::text::{Corpus, SHAKESPEARE_PATH, unigram_entropy};
@@ -180,6 +181,28 @@ fn bad_training_options_are_refused() {
         change(&mut settings);
         let err = train(Precision::Bf16Mixed, corpus(), tiny_model(), &settings).unwrap_err();
         assert!(err.contains(expected) && !err.contains('\n'), "{err}");
+    }
+    // Update rounding that a mode cannot use is refused, not ignored.
+    for (precision, rounding) in [
+        (Precision::F16True, UpdateRounding::Stochastic { seed: 0 }),
+        (Precision::Bf16Mixed, UpdateRounding::Kahan),
+    ] {
+        let options = OptimizerOptions {
+            rounding,
+            ..OptimizerOptions::default()
+        };
+        let err = train_with(
+            precision,
+            corpus(),
+            tiny_model(),
+            &tiny_settings(4),
+            options,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("--rounding") && err.contains(precision.name()),
+            "{err}"
+        );
     }
 }
 

@@ -138,6 +138,7 @@ pub fn train_with(
     options: OptimizerOptions,
 ) -> Result<RunSummary, String> {
     check(precision, corpus, config, settings)?;
+    check_options(precision, options)?;
     amp::dispatch!(precision, P => train_under::<P>(precision, corpus, config, settings, options))
         .map_err(|e| e.to_string())?
 }
@@ -185,6 +186,26 @@ pub fn check(
     Ok(())
 }
 
+/// Ok if the update rounding fits the mode: stochastic rounding is for bf16 weights (`bf16-true`), Kahan
+/// compensation for half-precision weights (`bf16-true`, `16-true`); in the modes with f32 weights
+/// they would do nothing, which is refused rather than ignored.
+pub fn check_options(precision: Precision, options: OptimizerOptions) -> Result<(), String> {
+    let fits = match options.rounding {
+        UpdateRounding::Nearest => true,
+        UpdateRounding::Stochastic { .. } => precision == Precision::Bf16True,
+        UpdateRounding::Kahan => precision.param_storage() != DType::F32,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "--rounding {} does not apply to {precision}: stochastic rounding needs bf16-true, Kahan \
+             compensation bf16-true or 16-true",
+            super::optimizers::rounding_name(options.rounding)
+        ))
+    }
+}
+
 /// What a checkpoint adds to the model, optimizer, scaler and generator state (as metadata).
 mod keys {
     pub const STEP: &str = "step";
@@ -225,7 +246,7 @@ fn train_under<P: Policy>(
     let mut trainer = Trainer::new(precision, optimizer)
         .map_err(|e| e.to_string())?
         .clip(Clip::Norm(settings.clip_norm));
-    if precision.param_storage() != DType::F32 && options.rounding != UpdateRounding::Nearest {
+    if options.rounding != UpdateRounding::Nearest {
         trainer = trainer.update_rounding(options.rounding);
     }
     let mut run = RunState {
@@ -239,11 +260,19 @@ fn train_under<P: Policy>(
             path,
             precision,
             corpus,
-            settings,
+            &run_options(settings, options),
             &model,
             &mut trainer,
             &mut rng,
         )?;
+        if run.step >= settings.steps {
+            return Err(format!(
+                "cannot resume from {}: it is at step {}, and this run ends at --steps {}",
+                path.display(),
+                run.step,
+                settings.steps
+            ));
+        }
     }
     let first_step = run.step;
     let valid = fixed_batches(
@@ -309,7 +338,7 @@ fn train_under<P: Policy>(
                 ));
             } else if let Some(path) = &settings.checkpoint {
                 let state = Saved {
-                    settings: run_options(settings),
+                    settings: run_options(settings, options),
                     run: &run,
                     skipped,
                     rng: &rng,
@@ -396,7 +425,7 @@ fn resume<P: Policy>(
     path: &Path,
     precision: Precision,
     corpus: &Corpus,
-    settings: &TrainSettings,
+    options: &str,
     model: &Gpt<P>,
     trainer: &mut Trainer<Box<dyn Optimizer>>,
     rng: &mut Rng,
@@ -425,7 +454,6 @@ fn resume<P: Policy>(
         )));
     }
     let saved_options = meta(keys::SETTINGS)?;
-    let options = run_options(settings);
     if saved_options != options {
         return Err(fail(&format!(
             "it was trained with {saved_options}; this run has {options}"
@@ -437,12 +465,6 @@ fn resume<P: Policy>(
             .map_err(|e| fail(&format!("metadata `{key}`: {e}")))
     };
     let (step, skipped_before) = (number(keys::STEP)?, number(keys::SKIPPED)?);
-    if step >= settings.steps {
-        return Err(fail(&format!(
-            "it is at step {step}, and this run ends at --steps {}",
-            settings.steps
-        )));
-    }
     let train_curve =
         parse_curve(meta(keys::TRAIN_CURVE)?).ok_or_else(|| fail(&"bad train_curve"))?;
     let valid_curve =
@@ -464,17 +486,20 @@ fn resume<P: Policy>(
 }
 
 /// The options a resumed run must share with the run it continues (`--steps 700 --warmup 20 ...`): they
-/// fix the learning-rate schedule, the batches and the validation windows.
-fn run_options(settings: &TrainSettings) -> String {
+/// fix the learning-rate schedule, the batches, the validation windows and how updates are rounded.
+fn run_options(settings: &TrainSettings, options: OptimizerOptions) -> String {
     format!(
-        "--steps {} --warmup {} --lr {} --weight-decay {} --batch {} --eval-every {} --eval-batches {}",
+        "--steps {} --warmup {} --lr {} --weight-decay {} --batch {} --eval-every {} --eval-batches {} \
+         --optimizer {} --rounding {}",
         settings.steps,
         settings.warmup,
         settings.lr,
         settings.weight_decay,
         settings.batch,
         settings.eval_every,
-        settings.eval_batches
+        settings.eval_batches,
+        options.optimizer,
+        super::optimizers::rounding_name(options.rounding)
     )
 }
 
