@@ -15,7 +15,7 @@ use amp::train::Precision;
 use clap::Parser;
 use common::digits::load_digits;
 use common::mlp::{Config, Options, train_with};
-use common::optimizers::OptimizerKind;
+use common::optimizers::{OptimizerKind, check_hyperparameters};
 use common::stats::megabytes;
 use std::error::Error;
 use std::process::ExitCode;
@@ -66,16 +66,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        return Err(format!("--lr must be a positive number, not {}", args.lr).into());
-    }
-    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
-        return Err(format!(
-            "--weight-decay must be zero or positive, not {}",
-            args.weight_decay
-        )
-        .into());
-    }
+    check_hyperparameters(&[("--lr", args.lr)], args.weight_decay)?;
     if args.epochs == 0 {
         return Err("--epochs must be positive".into());
     }

@@ -40,7 +40,7 @@ use common::digits::load_digits;
 use common::gpt::GptConfig;
 use common::gpt_train::{OptimizerOptions, TrainSettings, train_with as train_gpt};
 use common::mlp::{Config, Options, train_with as train_mlp};
-use common::optimizers::{OptimizerKind, rounding_name};
+use common::optimizers::{OptimizerKind, check_hyperparameters, rounding_name};
 use common::text::{Corpus, SHAKESPEARE_PATH};
 use std::error::Error;
 use std::path::PathBuf;
@@ -127,18 +127,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn Error>> {
-    for (name, lr) in [("--lr", args.lr), ("--gpt-lr", args.gpt_lr)] {
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(format!("{name} must be a positive number, not {lr}").into());
-        }
-    }
-    if !(args.weight_decay.is_finite() && args.weight_decay >= 0.0) {
-        return Err(format!(
-            "--weight-decay must be zero or positive, not {}",
-            args.weight_decay
-        )
-        .into());
-    }
+    check_hyperparameters(
+        &[("--lr", args.lr), ("--gpt-lr", args.gpt_lr)],
+        args.weight_decay,
+    )?;
     if args.epochs == 0 {
         return Err("--epochs must be positive".into());
     }

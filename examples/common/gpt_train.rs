@@ -160,18 +160,7 @@ pub fn check(
     if settings.steps == 0 || settings.stop_after == Some(0) {
         return Err("--steps and --stop-after must be positive".into());
     }
-    if !(settings.lr.is_finite() && settings.lr > 0.0) {
-        return Err(format!(
-            "--lr must be a positive number, not {}",
-            settings.lr
-        ));
-    }
-    if !(settings.weight_decay.is_finite() && settings.weight_decay >= 0.0) {
-        return Err(format!(
-            "--weight-decay must be zero or positive, not {}",
-            settings.weight_decay
-        ));
-    }
+    super::optimizers::check_hyperparameters(&[("--lr", settings.lr)], settings.weight_decay)?;
     if corpus.train.len() <= config.context || corpus.valid.len() <= config.context {
         return Err(format!(
             "the context ({}) must be shorter than the training ({}) and validation ({}) texts",

@@ -96,3 +96,22 @@ pub fn rounding_name(rounding: UpdateRounding) -> &'static str {
         UpdateRounding::Kahan => "kahan",
     }
 }
+
+/// Ok if every learning rate is a positive number and the weight decay is zero or positive; the error
+/// names the option (`--lr must be a positive number, not NaN`).
+pub fn check_hyperparameters(
+    learning_rates: &[(&str, f64)],
+    weight_decay: f64,
+) -> Result<(), String> {
+    for &(option, lr) in learning_rates {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(format!("{option} must be a positive number, not {lr}"));
+        }
+    }
+    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+        return Err(format!(
+            "--weight-decay must be zero or positive, not {weight_decay}"
+        ));
+    }
+    Ok(())
+}
