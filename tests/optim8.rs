@@ -100,7 +100,7 @@ fn large_parameters_get_8bit_states_and_small_ones_f32() {
     // step count per parameter.
     let expected = 8192 * 2 + 2 * 32 * 4 + 8 * (128 + 1280 + 10) + 4 * 4;
     assert_eq!(opt.state_bytes(), expected);
-    assert_eq!(opt.state().bytes(), expected);
+    assert_eq!(opt.state().total_bytes(), expected);
 
     // Keeping the large weight in f32 by name, or by parameter; or quantizing everything.
     let by_name = Net::new(0);
@@ -463,4 +463,14 @@ fn adamw8bit_trains_the_digits_mlp_as_well_as_adamw() {
         "{} {} {} {}",
         full.accuracy, eight.accuracy, full.final_loss, eight.final_loss
     );
+}
+
+/// A name kept at 32 bits that matches no parameter is a programmer error caught at once, not a silent
+/// 8-bit state for the parameter the name was meant for.
+#[test]
+#[should_panic(expected = "keep_32bit_named(\"emb.wieght\") matches no parameter")]
+fn a_kept_name_that_matches_no_parameter_panics() {
+    let weight = Param::named("emb.weight", Tensor::<f32>::zeros([64, 128]));
+    let _ = AdamW8bit::new(vec![weight], AdamConfig::adamw(1e-3, 0.0))
+        .policy(StatePolicy::default().keep_32bit_named("emb.wieght"));
 }

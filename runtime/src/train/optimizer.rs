@@ -29,7 +29,7 @@ pub trait Optimizer {
     /// bytes per element, byte tensors at 1). The default builds the state to count it; optimizers
     /// override it with a cheaper count.
     fn state_bytes(&self) -> usize {
-        self.state().bytes()
+        self.state().total_bytes()
     }
 }
 
@@ -75,7 +75,7 @@ pub struct OptimizerState {
 
 impl OptimizerState {
     /// Bytes of all buffers: 4 per f32 element, 1 per byte.
-    pub fn bytes(&self) -> usize {
+    pub fn total_bytes(&self) -> usize {
         let floats: usize = self.tensors.iter().map(|(_, t)| 4 * t.numel()).sum();
         floats + self.bytes.iter().map(|(_, b)| b.data.len()).sum::<usize>()
     }

@@ -63,6 +63,15 @@ impl StatePolicy {
         self
     }
 
+    /// A name given to [`keep_32bit_named`](Self::keep_32bit_named) that none of `params` has (a typo
+    /// would otherwise silently leave that parameter with 8-bit states).
+    pub(crate) fn unmatched_name(&self, params: &[Param]) -> Option<&str> {
+        self.names
+            .iter()
+            .find(|name| !params.iter().any(|p| p.name() == **name))
+            .map(String::as_str)
+    }
+
     /// Whether `param` gets 8-bit states.
     pub fn is_8bit(&self, param: &Param) -> bool {
         param.numel() >= self.min_8bit_size
