@@ -18,7 +18,10 @@ use amp_kernels::cpu::{self, AdamStep, Codebook};
 /// dequantize, update in f32, new absmax, requantize ([`cpu::adam8bit_step`], which gives the formula).
 ///
 /// Parameters smaller than [`StatePolicy`]'s threshold (4096 elements by default), and those it
-/// names, keep f32 moments and are updated exactly as [`Adam`](super::Adam) updates them.
+/// names, keep f32 moments and are updated exactly as [`Adam`](super::Adam) updates them. That
+/// includes Adam's handling of a NaN/inf gradient element (it reaches the moments) and of coupled
+/// weight decay, which differ from the 8-bit blocks below; a [`Trainer`](super::Trainer) never
+/// steps on non-finite gradients in any mode, so in training only the decay order can differ.
 ///
 /// Compared with bitsandbytes:
 /// - the update, the codebooks, the block size, the sign fix, `min_8bit_size` and the handling of a
@@ -55,7 +58,9 @@ pub struct Adam8bit {
     steps: u64,
 }
 
-/// AdamW with 8-bit states: [`Adam8bit`] given [`AdamConfig::adamw`].
+/// AdamW with 8-bit states: [`Adam8bit`] given [`AdamConfig::adamw`]. (An alias: the decay is
+/// decoupled because of the config, not because of the name; `AdamW8bit::new(ps, AdamConfig::adam(..))`
+/// is an `Adam8bit` with L2 decay.)
 pub type AdamW8bit = Adam8bit;
 
 #[derive(Clone, Debug, Default)]
