@@ -409,7 +409,13 @@ fn adam8bit_step_matches_an_unfused_implementation_bit_for_bit() {
         (1000, true),
         (70_001, false),
     ] {
-        let w0: Vec<f32> = rng.normals(n, 0.5).iter().map(|&v| v as f32).collect();
+        let mut w0: Vec<f32> = rng.normals(n, 0.5).iter().map(|&v| v as f32).collect();
+        // Block 1 of the larger sizes: zero weights and gradients, so its moments stay zero (the
+        // zero-absmax branch, L2 included).
+        let zero_block = 256..512;
+        if n >= 1000 {
+            w0[zero_block.clone()].fill(0.0);
+        }
         let blocks = quant_blocks(n);
         let mut w = w0.clone();
         let (mut mc, mut ma) = (vec![127u8; n], vec![0.0f32; blocks]);
@@ -431,6 +437,14 @@ fn adam8bit_step_matches_an_unfused_implementation_bit_for_bit() {
                 } else {
                     f32::NEG_INFINITY
                 };
+            }
+            if n >= 1000 {
+                g[zero_block.clone()].fill(0.0);
+                // A single huge value that dwarfs its block once, and a subnormal gradient.
+                if step == 2 {
+                    g[700] = 3e15;
+                }
+                g[800] = 1e-40;
             }
             let hp = AdamStep {
                 lr: 1e-2,
@@ -472,6 +486,13 @@ fn adam8bit_step_matches_an_unfused_implementation_bit_for_bit() {
             if n > 10 {
                 // The NaN element: zero states (its code dequantizes to 0) and an untouched weight.
                 assert_eq!(Codebook::signed().value(mc[3]) * ma[0], 0.0);
+            }
+            if n >= 1000 {
+                assert_eq!(
+                    (ma[1], va[1]),
+                    (0.0, 0.0),
+                    "n={n} step {step}: the zero block"
+                );
             }
         }
     }
@@ -732,7 +753,11 @@ fn vector_and_scalar_paths_agree_bit_for_bit() {
     let mut rng = Rng::new(31);
     let n = 20 * 256 + 77;
     let blocks = quant_blocks(n);
-    let weights: Vec<f32> = rng.normals(n, 1.0).iter().map(|&v| v as f32).collect();
+    // Block 2 (elements 512..768) has zero weights and zero gradients, so even the L2 term leaves its
+    // moments at zero: the fused kernels' zero-absmax branch.
+    let zero_block = 512..768;
+    let mut weights: Vec<f32> = rng.normals(n, 1.0).iter().map(|&v| v as f32).collect();
+    weights[zero_block.clone()].fill(0.0);
     let grads: Vec<Vec<f32>> = (0..4)
         .map(|s| {
             let mut g: Vec<f32> = (0..n)
@@ -740,7 +765,7 @@ fn vector_and_scalar_paths_agree_bit_for_bit() {
                 .collect();
             g[s * 300] = f32::NAN;
             g[s * 300 + 1] = f32::INFINITY;
-            g[600..856].fill(0.0); // a block of zero moments
+            g[zero_block.clone()].fill(0.0);
             g
         })
         .collect();
@@ -808,6 +833,8 @@ fn vector_and_scalar_paths_agree_bit_for_bit() {
         scalar == vector,
         "the vector path differs from the scalar one"
     );
-    // The run did exercise the states: non-zero scales and codes other than zero's.
+    // The run did exercise the states: non-zero scales and codes other than zero's, and a block whose
+    // scales are zero.
     assert!(scalar.2.iter().any(|&a| a != 0) && scalar.1.iter().any(|&c| c != 127));
+    assert_eq!((scalar.2[2], scalar.4[2], scalar.7[2]), (0, 0, 0));
 }
