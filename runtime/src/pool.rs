@@ -47,38 +47,45 @@ fn with_pool<R>(f: impl FnOnce(&mut Pool) -> R) -> Option<R> {
 
 /// A buffer of `n` default elements: a pooled one when one of about that size is free, else a new one.
 pub(crate) fn take<E: Element>(n: usize) -> Vec<E> {
-    let mut v = take_for_overwrite(n);
-    v.fill(E::default());
-    v
+    match pooled(n) {
+        Some(mut v) => {
+            v.fill(E::default());
+            v
+        }
+        None => vec![E::default(); n],
+    }
 }
 
 /// A buffer of `n` elements whose values are unspecified (those of an earlier tensor, or defaults), for a
 /// kernel that writes every element: a pooled buffer is then not zeroed first, which a training step
 /// would otherwise pay for on every output (about a twelfth of a bf16 MLP step).
 pub(crate) fn take_for_overwrite<E: Element>(n: usize) -> Vec<E> {
-    if n * size_of::<E>() >= MIN_BYTES {
-        let pooled = with_pool(|pool| {
-            // The smallest free buffer of this type that fits and is not more than twice the request.
-            let best = pool
-                .free
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.elem == TypeId::of::<E>() && (n..=2 * n).contains(&f.capacity))
-                .min_by_key(|(_, f)| f.capacity)
-                .map(|(i, _)| i)?;
-            let free = pool.free.remove(best);
-            pool.bytes -= free.bytes;
-            free.buffer.downcast::<Vec<E>>().ok()
-        })
-        .flatten();
-        if let Some(mut v) = pooled {
-            // Only the part past the previous length needs values.
-            v.truncate(n);
-            v.resize(n, E::default());
-            return *v;
-        }
+    pooled(n).unwrap_or_else(|| vec![E::default(); n])
+}
+
+/// A pooled buffer of length `n` (values unspecified), when one of about that size is free.
+fn pooled<E: Element>(n: usize) -> Option<Vec<E>> {
+    if n * size_of::<E>() < MIN_BYTES {
+        return None;
     }
-    vec![E::default(); n]
+    let mut v = with_pool(|pool| {
+        // The smallest free buffer of this type that fits and is not more than twice the request.
+        let best = pool
+            .free
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.elem == TypeId::of::<E>() && (n..=2 * n).contains(&f.capacity))
+            .min_by_key(|(_, f)| f.capacity)
+            .map(|(i, _)| i)?;
+        let free = pool.free.remove(best);
+        pool.bytes -= free.bytes;
+        free.buffer.downcast::<Vec<E>>().ok()
+    })
+    .flatten()?;
+    // Only the part past the previous length needs values.
+    v.truncate(n);
+    v.resize(n, E::default());
+    Some(*v)
 }
 
 /// Gives a dropped tensor's buffer back to this thread's pool (or to the allocator when it is small or
