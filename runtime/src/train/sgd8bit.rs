@@ -76,15 +76,7 @@ impl Sgd8bit {
     /// (the states already have their width), and when a name kept at 32 bits matches no parameter.
     #[track_caller]
     pub fn policy(mut self, policy: StatePolicy) -> Self {
-        if self.steps > 0 {
-            panic!("Sgd8bit::policy: set the state policy before the first step");
-        }
-        if let Some(name) = policy.unmatched_name(&self.params) {
-            panic!(
-                "Sgd8bit::policy: keep_32bit_named({name:?}) matches no parameter (parameters are \
-                 named by Param::named or the model's name_params)"
-            );
-        }
+        policy.check_settable("Sgd8bit", self.steps, &self.params);
         self.policy = policy;
         self
     }

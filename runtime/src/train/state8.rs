@@ -63,13 +63,25 @@ impl StatePolicy {
         self
     }
 
-    /// A name given to [`keep_32bit_named`](Self::keep_32bit_named) that none of `params` has (a typo
-    /// would otherwise silently leave that parameter with 8-bit states).
-    pub(crate) fn unmatched_name(&self, params: &[Param]) -> Option<&str> {
-        self.names
+    /// Panics (naming `optimizer`) unless this policy can be set on an optimizer of `params` that has
+    /// taken `steps` steps: before the first step (the states already have their width after it), and
+    /// with every name kept at 32 bits matching a parameter (a typo would otherwise silently leave that
+    /// parameter with 8-bit states).
+    #[track_caller]
+    pub(crate) fn check_settable(&self, optimizer: &str, steps: u64, params: &[Param]) {
+        if steps > 0 {
+            panic!("{optimizer}::policy: set the state policy before the first step");
+        }
+        let unmatched = self
+            .names
             .iter()
-            .find(|name| !params.iter().any(|p| p.name() == **name))
-            .map(String::as_str)
+            .find(|name| !params.iter().any(|p| p.name() == **name));
+        if let Some(name) = unmatched {
+            panic!(
+                "{optimizer}::policy: keep_32bit_named({name:?}) matches no parameter (parameters are \
+                 named by Param::named or the model's name_params)"
+            );
+        }
     }
 
     /// Whether `param` gets 8-bit states.
