@@ -218,18 +218,11 @@ fn bf16_run<'a, T: Elem>(src: &'a [T], scratch: &'a mut [u16]) -> &'a [u16] {
 }
 
 /// Writes the bf16 bits of each `src[i]` to `dst[i]` (rounded to nearest even from f32, as a cast would).
+/// bf16 sources do not come here: [`bf16_run`] reads them in place.
 #[inline(always)]
 fn bf16_bits<T: Elem>(src: &[T], dst: &mut [u16]) {
     let dst = &mut dst[..src.len()];
     match T::DTYPE {
-        DType::BF16 => {
-            for (d, v) in dst
-                .iter_mut()
-                .zip(crate::cpu::same_type_slice::<T, bf16>(src))
-            {
-                *d = v.to_bits();
-            }
-        }
         #[cfg(target_arch = "x86_64")]
         DType::F32 => {
             let src = crate::cpu::same_type_slice::<T, f32>(src);
