@@ -126,7 +126,7 @@ pub fn adam8bit_step(
                         l2: k.l2,
                         decay: k.decay,
                     };
-                    // SAFETY: `vector` is true only when the CPU has AVX-512F.
+                    // SAFETY: `vector` is true only when the CPU has AVX-512F, BW and VBMI.
                     unsafe { super::simd::optim8::adam_block(w, g, (mc, ma), (vc, va), &k8) };
                     continue;
                 }
@@ -226,7 +226,7 @@ pub fn momentum8bit_step(
                 #[cfg(target_arch = "x86_64")]
                 if vector && w.len() == QUANT_BLOCK {
                     let consts = (lr, wd, mu, damp);
-                    // SAFETY: `vector` is true only when the CPU has AVX-512F.
+                    // SAFETY: `vector` is true only when the CPU has AVX-512F, BW and VBMI.
                     unsafe {
                         super::simd::optim8::momentum_block(
                             w,

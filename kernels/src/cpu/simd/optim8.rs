@@ -1,10 +1,16 @@
 //! AVX-512 bodies of the 8-bit optimizer steps, one full block of 256 elements at a time (16 vectors):
 //! dequantize, update in f32, block absmax, requantize with an exact nearest-code search equal to
-//! bitsandbytes' binary search (a decade-wise estimate and one midpoint comparison, see `nearest`), and
-//! the sign fix. Entries and midpoints are looked up with vector permutes over tables held in registers:
-//! gathers are slow on CPUs with the gather-data-sampling mitigation. (Measured on the development
-//! machine, one thread, whole step: the binary search in registers ran at 3.8 GB/s, the bracket table of
-//! [`Codebook::nearest_fast`] gathered at 5.8, this at 6.0.)
+//! bitsandbytes' binary search, and the sign fix. Gathers are slow on CPUs with the gather-data-sampling
+//! mitigation, so lookups are permutes over tables in registers or L1:
+//! - dequantizing looks up 64 codes at once in byte planes of the entries (`vpermi2b`, VBMI), a quarter
+//!   of the instructions of f32 permutes over 16 lanes;
+//! - the search (`nearest_fast`) places `|x|` in its decade by its exponent and inside the decade by
+//!   an affine position whose distance to every midpoint is checked; only lanes within a margin of a
+//!   midpoint (and NaN) run the slower `nearest` with its midpoint lookup.
+//!
+//! The search was the cost: on the development machine (Zen 5, one thread, in cache, whole Adam step)
+//! the binary search in registers ran at 3.8 GB/s, the bracket table of [`Codebook::nearest_fast`]
+//! gathered at 5.8, `nearest` with f32-permute dequantization at 6.6, and these at 16.
 //!
 //! Every operation is the scalar kernel's, in the same order, with IEEE division and square root and no
 //! fused multiply-adds, so the codes, scales and weights are bit-identical to the scalar path (which
@@ -29,7 +35,9 @@ pub(crate) struct Adam8Consts {
 
 /// Whether this CPU (under the [`isa`](super::super::isa::isa) limit) runs the AVX-512 bodies.
 pub(crate) fn available() -> bool {
+    // VBMI for the byte permutes of `dequantize64` (every AVX-512 CPU since Ice Lake and Zen 4).
     super::super::isa::isa() >= super::super::isa::Isa::Avx512
+        && std::is_x86_feature_detected!("avx512vbmi")
 }
 
 /// A codebook's entries, midpoints and decade layout, for in-register lookups.
@@ -49,8 +57,52 @@ pub(crate) struct Tables {
     per_unit: [f32; 16],
     base: [i32; 16],
     last: [i32; 16],
+    /// Byte `k` of entry `i`'s bits at `planes[k][i]`: [`dequantize64`] looks up 64 codes at once with
+    /// byte permutes, four times fewer instructions than f32 permutes over 16 lanes.
+    planes: [[u8; 256]; 4],
+    /// By octave (`max(exponent, 96) mod 32` of `|x|`, so octave 31 is [1, 2) and octave 0 everything
+    /// below 2^-30): the number of decades that start below the octave, and the start of the decade
+    /// that begins inside it (+inf if none; decades span more than an octave, so at most one does).
+    octave_decade: [i32; 32],
+    octave_start: [f32; 32],
+    /// By decade number: `|x|·slope - offset` is the position of `|x|` in the decade's entries
+    /// (entry `k` at `k + 1/2`, the midpoint between `k - 1` and `k` near `k`), for [`nearest_fast`].
+    slope: [f32; 16],
+    offset: [f32; 16],
+    /// By decade number: the midpoint above the decade's last entry (to the next decade's first),
+    /// lowered by one ulp where a tie rounds up (odd lower code), so that `|x| > top` is the rounding.
+    top: [f32; 16],
     signed: bool,
 }
+
+/// The f32 `m` with `x > m` exactly when [`Codebook::nearest`] rounds `x` (non-negative) up from
+/// `code` past the midpoint `mid`: ties go to the even code, so an odd `code` rounds a tie up.
+fn tie_adjusted(mid: f32, code: i32) -> f32 {
+    if code % 2 == 1 {
+        f32::from_bits(mid.to_bits() - 1)
+    } else {
+        mid
+    }
+}
+
+/// How close (in entries) [`nearest_fast`]'s position may come to a midpoint before the exact search
+/// decides: the position's error is far below this (`fast_search_margin_holds` checks every midpoint),
+/// and few inputs fall this close (about 1 in 2000 per midpoint crossing).
+const NEAR: f32 = 1.0 / 2048.0;
+
+/// The order [`dequantize64`] permutes 64 codes into, so that interleaving the four byte planes (which
+/// works inside 128-bit lanes) leaves the f32 entries in element order: position `16·lane + 4·q + s`
+/// holds code `16·q + 4·lane + s`.
+const INTERLEAVE: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut pos = 0;
+    while pos < 64 {
+        let (lane, q, s) = (pos / 16, (pos % 16) / 4, pos % 4);
+        t[pos] = (16 * q + 4 * lane + s) as u8;
+        pos += 1;
+    }
+    t
+};
 
 impl Tables {
     fn of(book: &Codebook) -> Box<Tables> {
@@ -68,8 +120,17 @@ impl Tables {
             per_unit: [0.0; 16],
             base: [zero; 16],
             last: [0; 16],
+            planes: std::array::from_fn(|k| {
+                std::array::from_fn(|i| (book.values()[i].to_bits() >> (8 * k)) as u8)
+            }),
+            octave_decade: [0; 32],
+            octave_start: [f32::INFINITY; 32],
+            slope: [0.0; 16],
+            offset: [0.0; 16],
+            top: [0.0; 16],
             signed,
         };
+        t.top[0] = tie_adjusted(m[zero as usize], zero);
         for d in 0..7 {
             let j = d as usize + 1;
             t.decade_start[d as usize] = book.values()[first(d) as usize];
@@ -77,6 +138,22 @@ impl Tables {
             t.per_unit[j] = (f64::from(count(d)) / 0.9) as f32;
             t.base[j] = first(d);
             t.last[j] = count(d) - 1;
+            let per_unit = f64::from(count(d)) / 0.9;
+            t.slope[j] = (per_unit * 10f64.powi(6 - d)) as f32;
+            t.offset[j] = (0.1 * per_unit) as f32;
+            let last = first(d) + count(d) - 1;
+            t.top[j] = tie_adjusted(m[last as usize], last);
+        }
+        for k in 0..32 {
+            let low = if k == 0 { 0.0 } else { 2f32.powi(k - 31) };
+            let high = 2f32.powi(k - 30);
+            let starts = &t.decade_start[..7];
+            t.octave_decade[k as usize] = starts.iter().filter(|&&s| s < low).count() as i32;
+            let mut inside = starts.iter().filter(|&&s| (low..high).contains(&s));
+            if let Some(&s) = inside.next() {
+                t.octave_start[k as usize] = s;
+            }
+            assert!(inside.next().is_none(), "two decades start in octave {k}");
         }
         Box::new(t)
     }
@@ -186,6 +263,126 @@ fn nearest(t: &Tables, x: __m512) -> __m512i {
     _mm512_mask_blend_epi32(nan, code, _mm512_setzero_si512())
 }
 
+/// [`nearest`] in about half the instructions, for the common case, which is exact by construction:
+///
+/// 1. the decade from `|x|`'s octave (the exponent bits index two 32-entry tables: the decades below
+///    the octave, and one comparison with the start of a decade inside it), not seven comparisons;
+/// 2. the position `p = |x|·slope - offset` in the decade's entries: midpoint `r` (between offsets
+///    `r - 1` and `r`) sits within [`NEAR`] of `p = r` (checked for every midpoint by
+///    `fast_search_margin_holds`), and `p` is monotonic in `|x|`, so where `p ± NEAR` truncate to the
+///    same integer, that integer is the offset of the nearest entry: no midpoint lookup;
+/// 3. past the decade's last entry only the midpoint to the next decade's first remains: one
+///    comparison with a per-decade constant, tie rule folded in;
+/// 4. lanes near an inner midpoint, NaN, or above 1 (not produced by the kernels: they divide by the
+///    block's absmax) take [`nearest`], rarely: one in about 2000 per midpoint crossed.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn nearest_fast(t: &Tables, x: __m512) -> __m512i {
+    let a = abs(x);
+    let one = _mm512_set1_epi32(1);
+    // SAFETY: the tables are 32 or 16 entries each (unaligned loads).
+    let (octave_decade, octave_start, slope, offset, base, last, top) = unsafe {
+        (
+            (
+                _mm512_loadu_si512(t.octave_decade.as_ptr().cast()),
+                _mm512_loadu_si512(t.octave_decade[16..].as_ptr().cast()),
+            ),
+            (
+                _mm512_loadu_ps(t.octave_start.as_ptr()),
+                _mm512_loadu_ps(t.octave_start[16..].as_ptr()),
+            ),
+            _mm512_loadu_ps(t.slope.as_ptr()),
+            _mm512_loadu_ps(t.offset.as_ptr()),
+            _mm512_loadu_si512(t.base.as_ptr().cast()),
+            _mm512_loadu_si512(t.last.as_ptr().cast()),
+            _mm512_loadu_ps(t.top.as_ptr()),
+        )
+    };
+    // The permutes read the low 5 bits: exponents 96..=127 are octaves 0..=31.
+    let octave = _mm512_max_epi32(
+        _mm512_srli_epi32::<23>(_mm512_castps_si512(a)),
+        _mm512_set1_epi32(96),
+    );
+    let j = _mm512_permutex2var_epi32(octave_decade.0, octave, octave_decade.1);
+    let start = _mm512_permutex2var_ps(octave_start.0, octave, octave_start.1);
+    let j = _mm512_mask_add_epi32(j, _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, start), j, one);
+    let p = _mm512_fmsub_ps(
+        a,
+        _mm512_permutexvar_ps(j, slope),
+        _mm512_permutexvar_ps(j, offset),
+    );
+    let below = _mm512_cvttps_epi32(_mm512_sub_ps(p, _mm512_set1_ps(NEAR)));
+    let above = _mm512_cvttps_epi32(_mm512_add_ps(p, _mm512_set1_ps(NEAR)));
+    let last = _mm512_permutexvar_epi32(j, last);
+    // Near `p = last + 1` there is no midpoint (step 3 decides there), so only inner ones count.
+    let near = _mm512_mask_cmpneq_epi32_mask(_mm512_cmplt_epi32_mask(below, last), below, above);
+    let code = _mm512_add_epi32(
+        _mm512_permutexvar_epi32(j, base),
+        _mm512_min_epi32(above, last),
+    );
+    let up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, _mm512_permutexvar_ps(j, top));
+    let code = _mm512_mask_add_epi32(code, up, code, one);
+    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
+    let code = if t.signed {
+        let capped = _mm512_min_epi32(code, _mm512_set1_epi32(254));
+        _mm512_mask_sub_epi32(code, negative, _mm512_set1_epi32(254), capped)
+    } else {
+        _mm512_mask_blend_epi32(negative, code, _mm512_setzero_si512())
+    };
+    // Above 1 or NaN (unordered): also the lanes the fast path cannot place.
+    let slow = near | _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(a, _mm512_set1_ps(1.0));
+    if slow == 0 {
+        code
+    } else {
+        _mm512_mask_blend_epi32(slow, code, nearest(t, x))
+    }
+}
+
+/// The entries of 64 codes scaled by `absmax`, as four vectors of 16 in element order: each of the
+/// entries' four bytes comes from two 128-entry byte permutes (`vpermi2b`) and a blend on the code's
+/// top bit, then the byte planes are interleaved into f32 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+fn dequantize64(t: &Tables, codes: &[u8], absmax: __m512) -> [__m512; 4] {
+    assert!(codes.len() >= 64);
+    // SAFETY: `codes` has 64 bytes, each plane 256, INTERLEAVE 64 (unaligned loads).
+    let (c, order) = unsafe {
+        (
+            _mm512_loadu_si512(codes.as_ptr().cast()),
+            _mm512_loadu_si512(INTERLEAVE.as_ptr().cast()),
+        )
+    };
+    let c = _mm512_permutexvar_epi8(order, c);
+    let high = _mm512_movepi8_mask(c);
+    let plane = |k: usize| {
+        let p = t.planes[k].as_ptr();
+        // SAFETY: four 64-byte loads inside the 256-byte plane.
+        let (l0, l1, h0, h1) = unsafe {
+            (
+                _mm512_loadu_si512(p.cast()),
+                _mm512_loadu_si512(p.add(64).cast()),
+                _mm512_loadu_si512(p.add(128).cast()),
+                _mm512_loadu_si512(p.add(192).cast()),
+            )
+        };
+        _mm512_mask_blend_epi8(
+            high,
+            _mm512_permutex2var_epi8(l0, c, l1),
+            _mm512_permutex2var_epi8(h0, c, h1),
+        )
+    };
+    let (b0, b1, b2, b3) = (plane(0), plane(1), plane(2), plane(3));
+    let (lo01, hi01) = (_mm512_unpacklo_epi8(b0, b1), _mm512_unpackhi_epi8(b0, b1));
+    let (lo23, hi23) = (_mm512_unpacklo_epi8(b2, b3), _mm512_unpackhi_epi8(b2, b3));
+    [
+        _mm512_unpacklo_epi16(lo01, lo23),
+        _mm512_unpackhi_epi16(lo01, lo23),
+        _mm512_unpacklo_epi16(hi01, hi23),
+        _mm512_unpackhi_epi16(hi01, hi23),
+    ]
+    .map(|v| _mm512_mul_ps(_mm512_castsi512_ps(v), absmax))
+}
+
 /// `|x|` (clears the sign bit).
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -219,7 +416,7 @@ fn requantize(
         // SAFETY: both chunks have 16 elements.
         let v = unsafe { _mm512_loadu_ps(v.as_ptr()) };
         let x = _mm512_div_ps(v, scale);
-        let mut code = nearest(t, x);
+        let mut code = nearest_fast(t, x);
         if keep_sign {
             // The signed codebook's entries below index 127 are negative, the others not.
             let negative_code = _mm512_cmplt_epi32_mask(code, _mm512_set1_epi32(127));
@@ -236,17 +433,8 @@ fn requantize(
     }
 }
 
-/// The entries of 16 codes scaled by `absmax`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn dequantize(t: &Tables, codes: &[u8], absmax: __m512) -> __m512 {
-    // SAFETY: `codes` has 16 bytes.
-    let c = unsafe { _mm512_cvtepu8_epi32(_mm_loadu_si128(codes.as_ptr().cast())) };
-    _mm512_mul_ps(lookup::<16>(&t.values, c), absmax)
-}
-
 /// One full block of the 8-bit Adam step (see `cpu::adam8bit_step`).
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 pub(crate) fn adam_block(
     w: &mut [f32],
     g: &[f32],
@@ -272,44 +460,47 @@ pub(crate) fn adam_block(
     let (l2, decay) = (_mm512_set1_ps(k.l2), _mm512_set1_ps(k.decay));
     let (mut max1, mut max2) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     let zero = _mm512_setzero_ps();
-    for i in (0..QUANT_BLOCK).step_by(LANES) {
-        let r = i..i + LANES;
-        // SAFETY: every slice is a full block; `r` is inside it.
-        let (wi, gi) = unsafe {
-            (
-                _mm512_loadu_ps(w[r.clone()].as_ptr()),
-                _mm512_loadu_ps(g[r.clone()].as_ptr()),
-            )
-        };
-        // `g - g` is 0 for finite g, NaN otherwise.
-        let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(gi, gi), zero);
-        let gi = _mm512_add_ps(gi, _mm512_mul_ps(l2, wi));
-        let mi = _mm512_add_ps(
-            _mm512_mul_ps(dequantize(t1, &mc[r.clone()], a1), b1),
-            _mm512_mul_ps(c1, gi),
+    for c in (0..QUANT_BLOCK).step_by(64) {
+        let (dm, dv) = (
+            dequantize64(t1, &mc[c..c + 64], a1),
+            dequantize64(t2, &vc[c..c + 64], a2),
         );
-        let vi = _mm512_add_ps(
-            _mm512_mul_ps(dequantize(t2, &vc[r.clone()], a2), b2),
-            _mm512_mul_ps(_mm512_mul_ps(c2, gi), gi),
-        );
-        let (mi, vi) = (
-            _mm512_maskz_mov_ps(finite, mi),
-            _mm512_maskz_mov_ps(finite, vi),
-        );
-        let d = _mm512_add_ps(_mm512_sqrt_ps(vi), eps);
-        let nw = _mm512_mul_ps(
-            _mm512_add_ps(wi, _mm512_mul_ps(step, _mm512_div_ps(mi, d))),
-            decay,
-        );
-        let nw = _mm512_mask_mov_ps(wi, finite, nw);
-        // max(x, acc): a NaN x keeps acc, as f32::max does.
-        max1 = _mm512_max_ps(abs(mi), max1);
-        max2 = _mm512_max_ps(abs(vi), max2);
-        // SAFETY: as above; `m` and `v` are full blocks.
-        unsafe {
-            _mm512_storeu_ps(w[r.clone()].as_mut_ptr(), nw);
-            _mm512_storeu_ps(m[r.clone()].as_mut_ptr(), mi);
-            _mm512_storeu_ps(v[r].as_mut_ptr(), vi);
+        for q in 0..4 {
+            let r = c + LANES * q..c + LANES * (q + 1);
+            // SAFETY: every slice is a full block; `r` is inside it.
+            let (wi, gi) = unsafe {
+                (
+                    _mm512_loadu_ps(w[r.clone()].as_ptr()),
+                    _mm512_loadu_ps(g[r.clone()].as_ptr()),
+                )
+            };
+            // `g - g` is 0 for finite g, NaN otherwise.
+            let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(gi, gi), zero);
+            let gi = _mm512_add_ps(gi, _mm512_mul_ps(l2, wi));
+            let mi = _mm512_add_ps(_mm512_mul_ps(dm[q], b1), _mm512_mul_ps(c1, gi));
+            let vi = _mm512_add_ps(
+                _mm512_mul_ps(dv[q], b2),
+                _mm512_mul_ps(_mm512_mul_ps(c2, gi), gi),
+            );
+            let (mi, vi) = (
+                _mm512_maskz_mov_ps(finite, mi),
+                _mm512_maskz_mov_ps(finite, vi),
+            );
+            let d = _mm512_add_ps(_mm512_sqrt_ps(vi), eps);
+            let nw = _mm512_mul_ps(
+                _mm512_add_ps(wi, _mm512_mul_ps(step, _mm512_div_ps(mi, d))),
+                decay,
+            );
+            let nw = _mm512_mask_mov_ps(wi, finite, nw);
+            // max(x, acc): a NaN x keeps acc, as f32::max does.
+            max1 = _mm512_max_ps(abs(mi), max1);
+            max2 = _mm512_max_ps(abs(vi), max2);
+            // SAFETY: as above; `m` and `v` are full blocks.
+            unsafe {
+                _mm512_storeu_ps(w[r.clone()].as_mut_ptr(), nw);
+                _mm512_storeu_ps(m[r.clone()].as_mut_ptr(), mi);
+                _mm512_storeu_ps(v[r].as_mut_ptr(), vi);
+            }
         }
     }
     *ma = _mm512_reduce_max_ps(max1);
@@ -319,7 +510,7 @@ pub(crate) fn adam_block(
 }
 
 /// One full block of the 8-bit momentum step (see `cpu::momentum8bit_step`): `(lr, wd, μ, 1-dampening)`.
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 pub(crate) fn momentum_block(
     w: &mut [f32],
     g: &[f32],
@@ -343,37 +534,42 @@ pub(crate) fn momentum_block(
     );
     let zero = _mm512_setzero_ps();
     let mut max = zero;
-    for i in (0..QUANT_BLOCK).step_by(LANES) {
-        let r = i..i + LANES;
-        // SAFETY: full blocks.
-        let (wi, gi) = unsafe {
-            (
-                _mm512_loadu_ps(w[r.clone()].as_ptr()),
-                _mm512_loadu_ps(g[r.clone()].as_ptr()),
-            )
-        };
-        let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(gi, gi), zero);
-        let gi = _mm512_add_ps(gi, _mm512_mul_ps(wd, wi));
-        let bi = if first_step {
-            gi
+    for c in (0..QUANT_BLOCK).step_by(64) {
+        // The first step does not read the buffer.
+        let db = if first_step {
+            [zero; 4]
         } else {
-            _mm512_add_ps(
-                _mm512_mul_ps(mu, dequantize(t, &bc[r.clone()], a)),
-                _mm512_mul_ps(damp, gi),
-            )
+            dequantize64(t, &bc[c..c + 64], a)
         };
-        let bi = _mm512_maskz_mov_ps(finite, bi);
-        let d = if nesterov {
-            _mm512_add_ps(gi, _mm512_mul_ps(mu, bi))
-        } else {
-            bi
-        };
-        let nw = _mm512_mask_mov_ps(wi, finite, _mm512_sub_ps(wi, _mm512_mul_ps(lr, d)));
-        max = _mm512_max_ps(abs(bi), max);
-        // SAFETY: full blocks.
-        unsafe {
-            _mm512_storeu_ps(w[r.clone()].as_mut_ptr(), nw);
-            _mm512_storeu_ps(b[r].as_mut_ptr(), bi);
+        for (q, &db) in db.iter().enumerate() {
+            let r = c + LANES * q..c + LANES * (q + 1);
+            // SAFETY: full blocks.
+            let (wi, gi) = unsafe {
+                (
+                    _mm512_loadu_ps(w[r.clone()].as_ptr()),
+                    _mm512_loadu_ps(g[r.clone()].as_ptr()),
+                )
+            };
+            let finite = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_sub_ps(gi, gi), zero);
+            let gi = _mm512_add_ps(gi, _mm512_mul_ps(wd, wi));
+            let bi = if first_step {
+                gi
+            } else {
+                _mm512_add_ps(_mm512_mul_ps(mu, db), _mm512_mul_ps(damp, gi))
+            };
+            let bi = _mm512_maskz_mov_ps(finite, bi);
+            let d = if nesterov {
+                _mm512_add_ps(gi, _mm512_mul_ps(mu, bi))
+            } else {
+                bi
+            };
+            let nw = _mm512_mask_mov_ps(wi, finite, _mm512_sub_ps(wi, _mm512_mul_ps(lr, d)));
+            max = _mm512_max_ps(abs(bi), max);
+            // SAFETY: full blocks.
+            unsafe {
+                _mm512_storeu_ps(w[r.clone()].as_mut_ptr(), nw);
+                _mm512_storeu_ps(b[r].as_mut_ptr(), bi);
+            }
         }
     }
     *ba = _mm512_reduce_max_ps(max);
@@ -383,6 +579,69 @@ pub(crate) fn momentum_block(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What makes `nearest_fast` exact without a midpoint lookup: the position `|x|·slope - offset`
+    /// is monotonic in `|x|`, so it suffices that at every inner midpoint `r` of every decade, the last
+    /// f32 that rounds down has `p - NEAR < r` and the first that rounds up has `p + NEAR >= r` (in
+    /// the kernel's f32 arithmetic: a fused multiply-subtract, then the margin).
+    #[test]
+    fn fast_search_margin_holds() {
+        for (book, t) in [
+            (Codebook::signed(), Tables::signed()),
+            (Codebook::unsigned(), Tables::unsigned()),
+        ] {
+            let mut inner = 0;
+            for j in 1..8 {
+                let position = |a: f32| a.mul_add(t.slope[j], -t.offset[j]);
+                for r in 1..=t.last[j] {
+                    let code = t.base[j] + r - 1;
+                    let down = tie_adjusted(book.midpoints()[code as usize], code);
+                    let up = f32::from_bits(down.to_bits() + 1);
+                    assert_eq!(i32::from(book.nearest(down)), code);
+                    assert_eq!(i32::from(book.nearest(up)), code + 1);
+                    let (pd, pu) = (position(down), position(up));
+                    assert!(
+                        pd - NEAR < r as f32 && pu + NEAR >= r as f32,
+                        "decade {j}, midpoint {r}: positions {pd}, {pu}"
+                    );
+                    // Far inside the margin, so the rare path stays rare.
+                    assert!((pd - r as f32).abs() < NEAR / 8.0, "{pd} vs {r}");
+                    inner += 1;
+                }
+            }
+            // Every midpoint of the positive entries but the 7 below a decade's first entry and the
+            // one below 1.0.
+            let positive = if book.is_signed() { 128 } else { 255 };
+            assert_eq!(inner, positive - 8);
+        }
+    }
+
+    /// The byte-plane lookup gives every entry times the scale, in element order.
+    #[test]
+    fn byte_plane_dequantization() {
+        if !available() {
+            return;
+        }
+        for (book, t) in [
+            (Codebook::signed(), Tables::signed()),
+            (Codebook::unsigned(), Tables::unsigned()),
+        ] {
+            let codes: Vec<u8> = (0..256u32).map(|i| (i * 167 + 13) as u8).collect();
+            for chunk in codes.chunks_exact(64) {
+                let mut got = [0.0f32; 64];
+                // SAFETY: `available()` checked the features; 64 codes in, 64 values out.
+                unsafe {
+                    let out = dequantize64(t, chunk, _mm512_set1_ps(0.375));
+                    for (q, v) in out.iter().enumerate() {
+                        _mm512_storeu_ps(got[16 * q..].as_mut_ptr(), *v);
+                    }
+                }
+                for (&c, &g) in chunk.iter().zip(&got) {
+                    assert_eq!(g.to_bits(), (book.value(c) * 0.375).to_bits(), "code {c}");
+                }
+            }
+        }
+    }
 
     /// The vector search equals the binary search on a sweep of the f32 line from -2 to 2 (every 97th
     /// bit pattern), every entry and midpoint with neighbours, zeros, infinities and NaN.
@@ -429,17 +688,16 @@ mod tests {
             for chunk in xs.chunks_exact(16) {
                 let mut got = [0i32; 16];
                 // SAFETY: `available()` checked AVX-512F; 16 lanes in and out.
+                let mut fast = [0i32; 16];
                 unsafe {
-                    let code = nearest(t, _mm512_loadu_ps(chunk.as_ptr()));
-                    _mm512_storeu_si512(got.as_mut_ptr().cast(), code);
+                    let x = _mm512_loadu_ps(chunk.as_ptr());
+                    _mm512_storeu_si512(got.as_mut_ptr().cast(), nearest(t, x));
+                    _mm512_storeu_si512(fast.as_mut_ptr().cast(), nearest_fast(t, x));
                 }
-                for (&x, &g) in chunk.iter().zip(&got) {
-                    assert_eq!(
-                        g,
-                        i32::from(book.nearest(x)),
-                        "x = {x:e} ({:#x})",
-                        x.to_bits()
-                    );
+                for ((&x, &g), &f) in chunk.iter().zip(&got).zip(&fast) {
+                    let want = i32::from(book.nearest(x));
+                    assert_eq!(g, want, "x = {x:e} ({:#x})", x.to_bits());
+                    assert_eq!(f, want, "fast, x = {x:e} ({:#x})", x.to_bits());
                 }
             }
         }
