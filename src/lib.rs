@@ -53,7 +53,7 @@ pub mod prelude {
     pub use amp_macros::{Module, autocast, keep_fp32};
     pub use amp_runtime::nn::{Conv2d, Embedding, LayerNorm, Linear, Module, RmsNorm};
     pub use amp_runtime::policy::{Bf16, F16, F32, Policy};
-    pub use amp_runtime::{DType, Float, Grads, Param, Rng, Tensor, bf16, f16, no_grad};
+    pub use amp_runtime::{DType, Device, Float, Grads, Param, Rng, Tensor, bf16, f16, no_grad};
 }
 
 /// Paths used by generated code. Not a public API: it may change in any release.

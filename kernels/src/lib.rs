@@ -26,6 +26,8 @@
 #![warn(missing_docs)]
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod element;
 
 pub use element::{Accum, DType, Elem, Float};

@@ -202,7 +202,11 @@ impl<E: Float> Tensor<E> {
                 self.shape()
             );
         }
-        self.backward_with(&Tensor::ones(self.shape()))
+        // The seed lives where the loss does, so every gradient is computed on that device.
+        let seed = Tensor::ones(self.shape())
+            .to_device(self.device())
+            .unwrap_or_else(|e| panic!("backward: {e}"));
+        self.backward_with(&seed)
     }
 
     /// Computes gradients given the gradient of this tensor (`grad`, same shape).

@@ -20,6 +20,7 @@
 
 pub mod autocast;
 mod autograd;
+mod device;
 mod element;
 pub mod nn;
 mod ops;
@@ -33,6 +34,7 @@ pub mod train;
 
 pub use amp_kernels::{bf16, f16};
 pub use autograd::{GradId, GradKey, Grads, NoGradGuard, is_grad_enabled, no_grad};
+pub use device::DeviceError;
 pub use element::{AnyTensor, DType, Element, Float, LowFloat, Promote};
 pub use ops::{Pair, Scalar};
 pub use param::Param;

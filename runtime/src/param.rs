@@ -172,6 +172,30 @@ impl Param {
         state.casts.clear();
     }
 
+    /// Moves the master weight to `device` (a new version, so cached casts are made again there), or
+    /// says why it cannot be moved; the parameter is unchanged then.
+    ///
+    /// ```
+    /// use amp_runtime::{Device, Param, Tensor};
+    /// let w = Param::new(Tensor::<f32>::ones([2]));
+    /// w.to_device(Device::Cpu).unwrap();
+    /// if Device::cuda_count() == 0 {
+    ///     assert!(w.to_device(Device::Cuda(0)).is_err());
+    /// }
+    /// ```
+    pub fn to_device(&self, device: crate::Device) -> Result<(), crate::DeviceError> {
+        let mut state = self.state();
+        if state.value.device() == device {
+            return Ok(());
+        }
+        let moved = state.value.detach().to_device(device)?;
+        let shape = moved.shape().to_vec();
+        state.value = moved.with_shape(shape, Some(self.inner.leaf.clone()));
+        state.version += 1;
+        state.casts.clear();
+        Ok(())
+    }
+
     /// Updates the master weight in place (copying first if anything else still holds the old value,
     /// such as a graph saved for backward) and bumps the version.
     ///
@@ -180,6 +204,8 @@ impl Param {
     pub fn update(&self, f: impl FnOnce(&mut [f32])) {
         let mut state = self.state();
         let shape = state.value.shape().to_vec();
+        // A weight on a device is updated on the host for now (one copy each way), then put back.
+        let device = state.value.device();
         // The placeholder is never observed: the value is put back below, also when `f` panics.
         let value = std::mem::replace(&mut state.value, Tensor::scalar(0.0));
         let mut data = value.into_vec();
@@ -190,8 +216,11 @@ impl Param {
             f(&mut data);
             rounding.round(old.as_deref(), &mut data, storage);
         }));
-        state.value =
-            Tensor::from_data(data, shape.clone()).with_shape(shape, Some(self.inner.leaf.clone()));
+        let value = Tensor::from_data(data, shape.clone());
+        let value = value
+            .to_device(device)
+            .unwrap_or_else(|e| panic!("Param::update: {e}"));
+        state.value = value.with_shape(shape, Some(self.inner.leaf.clone()));
         state.version += 1;
         state.casts.clear();
         drop(state);

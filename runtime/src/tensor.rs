@@ -7,43 +7,8 @@ use crate::shape::{IntoShape, numel};
 use std::fmt;
 use std::sync::Arc;
 
-/// Where a tensor's data lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Device {
-    /// Host memory, computed by the CPU kernels.
-    Cpu,
-}
-
-/// The buffer behind one or more tensors (reshapes share it). When the last tensor using it is dropped,
-/// the buffer goes back to the thread's pool for the next op ([`crate::pool`]).
-#[derive(Debug)]
-pub(crate) enum Storage<E: Element> {
-    Cpu(Vec<E>),
-}
-
-impl<E: Element> Drop for Storage<E> {
-    fn drop(&mut self) {
-        match self {
-            Storage::Cpu(v) => crate::pool::give(std::mem::take(v)),
-        }
-    }
-}
-
-impl<E: Element> Storage<E> {
-    /// Moves the buffer out, leaving an empty one.
-    fn take_vec(&mut self) -> Vec<E> {
-        match self {
-            Storage::Cpu(v) => std::mem::take(v),
-        }
-    }
-
-    pub(crate) fn as_slice(&self) -> &[E] {
-        match self {
-            Storage::Cpu(v) => v,
-        }
-    }
-}
+pub use crate::device::Device;
+pub(crate) use crate::device::Storage;
 
 /// An n-dimensional array of `E` with a static element type, contiguous and row-major.
 ///
@@ -84,7 +49,7 @@ impl<E: Element> Tensor<E> {
         shape: Vec<usize>,
         node: Option<Arc<Node>>,
     ) -> Self {
-        debug_assert_eq!(data.as_slice().len(), numel(&shape));
+        debug_assert_eq!(data.len(), numel(&shape));
         Tensor {
             inner: Arc::new(Inner { data, shape, node }),
         }
@@ -99,9 +64,23 @@ impl<E: Element> Tensor<E> {
         &self.inner.data
     }
 
-    /// The elements, row-major.
+    /// The elements, row-major, of a tensor in host memory.
+    ///
+    /// Panics for a tensor on a CUDA device: ops reach this only on their CPU path, so it means the op
+    /// has no device kernel yet, and the message says to move the tensor to the CPU first.
+    #[track_caller]
     pub(crate) fn data(&self) -> &[E] {
-        self.inner.data.as_slice()
+        self.inner.data.host_slice(self.shape())
+    }
+
+    /// The elements in host memory: borrowed from a CPU tensor, copied from a device (for the steps that
+    /// run on the host for now, such as the optimizers' updates of a weight on a device).
+    #[track_caller]
+    pub(crate) fn host_data(&self) -> std::borrow::Cow<'_, [E]> {
+        match self.device() {
+            Device::Cpu => std::borrow::Cow::Borrowed(self.data()),
+            _ => std::borrow::Cow::Owned(self.to_vec()),
+        }
     }
 
     pub(crate) fn node(&self) -> Option<&Arc<Node>> {
@@ -145,9 +124,14 @@ impl<E: Element> Tensor<E> {
         Self::full(shape, 1.0)
     }
 
-    /// Zeros with this tensor's shape.
+    /// Zeros with this tensor's shape, on its device.
+    ///
+    /// Panics if the device fails (as an op on it would).
+    #[track_caller]
     pub fn zeros_like(&self) -> Self {
         Self::zeros(self.shape())
+            .to_device(self.device())
+            .unwrap_or_else(|e| panic!("zeros_like: {e}"))
     }
 
     /// The values `0, 1, ..., n-1` as a 1-D tensor.
@@ -177,14 +161,24 @@ impl<E: Element> Tensor<E> {
 
     /// Where the data lives.
     pub fn device(&self) -> Device {
-        match self.inner.data.as_ref() {
-            Storage::Cpu(_) => Device::Cpu,
+        self.inner.data.device()
+    }
+
+    /// The elements, row-major, copied out (from the device for a tensor on one).
+    ///
+    /// Panics if copying from a device fails (the device is lost); [`try_to_vec`](Tensor::try_to_vec)
+    /// returns that as an error.
+    #[track_caller]
+    pub fn to_vec(&self) -> Vec<E> {
+        match self.try_to_vec() {
+            Ok(v) => v,
+            Err(e) => panic!("to_vec: {e}"),
         }
     }
 
-    /// The elements, row-major, copied out.
-    pub fn to_vec(&self) -> Vec<E> {
-        self.data().to_vec()
+    /// The elements, row-major, copied out, or why they could not be copied from the device.
+    pub fn try_to_vec(&self) -> Result<Vec<E>, crate::DeviceError> {
+        self.inner.data.to_host_vec()
     }
 
     /// The only element of a one-element tensor.
@@ -199,7 +193,7 @@ impl<E: Element> Tensor<E> {
                 self.numel()
             );
         }
-        self.data()[0]
+        self.to_vec()[0]
     }
 
     /// Whether the two tensors share one buffer (as a reshape and its source do, or two handouts of one
@@ -224,9 +218,9 @@ impl<E: Element> Tensor<E> {
             Ok(inner) => match Arc::try_unwrap(inner.data) {
                 // Taken out of the storage, so its drop has nothing to give back to the pool.
                 Ok(mut storage) => storage.take_vec(),
-                Err(shared) => shared.as_slice().to_vec(),
+                Err(shared) => shared.host_slice(&inner.shape).to_vec(),
             },
-            Err(shared) => shared.data.as_slice().to_vec(),
+            Err(shared) => shared.data.host_slice(&shared.shape).to_vec(),
         }
     }
 
@@ -276,8 +270,11 @@ impl<E: Float> Tensor<E> {
 impl<E: Element> fmt::Debug for Tensor<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const SHOWN: usize = 8;
-        let data = self.data();
+        let data = self.try_to_vec().unwrap_or_default();
         write!(f, "Tensor<{}>{:?} [", E::DTYPE, self.shape())?;
+        if self.device() != Device::Cpu {
+            write!(f, "on {}: ", self.device())?;
+        }
         for (i, v) in data.iter().take(SHOWN).enumerate() {
             if i > 0 {
                 f.write_str(", ")?;

@@ -57,6 +57,16 @@ impl Broadcast {
         }
     }
 
+    /// The output shape.
+    pub fn out_shape(&self) -> &[usize] {
+        &self.out_shape
+    }
+
+    /// Per input, its element strides over the output's dimensions (0 where it is broadcast).
+    pub fn strides(&self) -> &[Vec<usize>] {
+        &self.strides
+    }
+
     /// Number of output elements.
     pub fn numel(&self) -> usize {
         self.out_shape.iter().product()

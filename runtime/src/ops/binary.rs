@@ -3,12 +3,16 @@
 
 use crate::autograd::grad_if;
 use crate::element::{AnyTensor, Element, Float, Promote};
-use crate::ops::{buffer, output_buffer};
+use crate::ops::dispatch::on_device;
+use crate::ops::output_buffer;
 use crate::param::Param;
 use crate::shape::{broadcast_shapes, numel};
 use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, Binary, Broadcast, Compare, Unary};
+#[cfg(feature = "cuda")]
+use amp_kernels::cuda;
 use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::sync::Arc;
 
 impl<E: Float> Tensor<E> {
     /// Same-type broadcasting arithmetic, recorded for backward.
@@ -21,15 +25,20 @@ impl<E: Float> Tensor<E> {
     ) -> Tensor<E> {
         let shape = broadcast_shapes(name, self.shape(), other.shape());
         let layout = Broadcast::new(&shape, &[self.shape(), other.shape()]);
-        let mut out = output_buffer::<E>(numel(&shape));
-        cpu::binary(op, self.data(), other.data(), &mut out, &layout);
+        let out = on_device!(name, [self, other],
+            cpu => {
+                let mut out = output_buffer::<E>(numel(&shape));
+                cpu::binary(op, self.data(), other.data(), &mut out, &layout);
+                out
+            },
+            cuda [a, b] => cuda::binary(op, a, b, &layout));
         // Add and Sub need only the shapes; the others need the values.
         let (a_shape, b_shape) = (self.shape().to_vec(), other.shape().to_vec());
         let values =
             (!matches!(op, Binary::Add | Binary::Sub)).then(|| (self.detach(), other.detach()));
-        Tensor::record_vec(
+        Tensor::record(
             name,
-            out,
+            Arc::new(out),
             shape,
             &[self.node(), other.node()],
             move |g, needs| binary_backward(op, g, needs, (&a_shape, &b_shape), values.as_ref()),
@@ -45,13 +54,18 @@ impl<E: Float> Tensor<E> {
             other.shape(),
         );
         let layout = Broadcast::new(&shape, &[cond.shape(), self.shape(), other.shape()]);
-        let mut out = output_buffer::<E>(numel(&shape));
-        cpu::select(cond.data(), self.data(), other.data(), &mut out, &layout);
+        let out = on_device!("where_", [cond, self, other],
+            cpu => {
+                let mut out = output_buffer::<E>(numel(&shape));
+                cpu::select(cond.data(), self.data(), other.data(), &mut out, &layout);
+                out
+            },
+            cuda [c, a, b] => cuda::select(c, a, b, &layout));
         let (cond, a_shape, b_shape) =
             (cond.clone(), self.shape().to_vec(), other.shape().to_vec());
-        Tensor::record_vec(
+        Tensor::record(
             "where_",
-            out,
+            Arc::new(out),
             shape,
             &[self.node(), other.node()],
             move |g, needs| {
@@ -201,9 +215,14 @@ macro_rules! comparisons {
                 pub fn $name(&self, other: &Tensor<E>) -> Tensor<bool> {
                     let shape = broadcast_shapes(stringify!($name), self.shape(), other.shape());
                     let layout = Broadcast::new(&shape, &[self.shape(), other.shape()]);
-                    let mut out = buffer::<bool>(numel(&shape));
-                    cpu::compare($op, self.data(), other.data(), &mut out, &layout);
-                    Tensor::from_data(out, shape)
+                    let out = on_device!(stringify!($name), [self, other],
+                        cpu => {
+                            let mut out = output_buffer::<bool>(numel(&shape));
+                            cpu::compare($op, self.data(), other.data(), &mut out, &layout);
+                            out
+                        },
+                        cuda [a, b] => cuda::compare($op, a, b, &layout));
+                    Tensor::from_storage(Arc::new(out), shape, None)
                 }
             )*
         }

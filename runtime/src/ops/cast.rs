@@ -2,9 +2,13 @@
 
 use crate::autograd::grad_if;
 use crate::element::Element;
+use crate::ops::dispatch::on_device;
 use crate::ops::output_buffer;
 use crate::tensor::Tensor;
+#[cfg(feature = "cuda")]
+use amp_kernels::cuda;
 use amp_kernels::{bf16, cpu, f16};
+use std::sync::Arc;
 
 impl<E: Element> Tensor<E> {
     /// Converts to element type `O`, rounding once to nearest even (overflow becomes ±inf, NaN stays
@@ -23,13 +27,22 @@ impl<E: Element> Tensor<E> {
         if E::DTYPE == O::DTYPE {
             return O::from_any(self.clone().into()).unwrap_or_else(|_| unreachable!("same dtype"));
         }
-        let mut out = output_buffer::<O>(self.numel());
-        cpu::cast(self.data(), &mut out);
+        let out = on_device!("cast", [self],
+            cpu => {
+                let mut out = output_buffer::<O>(self.numel());
+                cpu::cast(self.data(), &mut out);
+                out
+            },
+            cuda [x] => cuda::cast(x, O::DTYPE));
         let differentiable = E::DTYPE.is_float() && O::DTYPE.is_float();
         let node = if differentiable { self.node() } else { None };
-        Tensor::record_vec("cast", out, self.shape().to_vec(), &[node], |g, needs| {
-            vec![grad_if(needs[0], || g.cast::<E>())]
-        })
+        Tensor::record(
+            "cast",
+            Arc::new(out),
+            self.shape().to_vec(),
+            &[node],
+            |g, needs| vec![grad_if(needs[0], || g.cast::<E>())],
+        )
     }
 
     /// [`cast`](Self::cast) to f32.

@@ -2,12 +2,17 @@
 //! accumulation in f32 (f64 for f64). Transposes in the backward pass are flags, not copies.
 
 use crate::autograd::grad_if;
+use crate::device::Storage;
 use crate::element::Float;
+use crate::ops::dispatch::on_device;
 use crate::ops::output_buffer;
 use crate::shape::{broadcast_shapes, numel};
 use crate::tensor::Tensor;
 use amp_kernels::DType;
 use amp_kernels::cpu::{self, GemmSpec};
+#[cfg(feature = "cuda")]
+use amp_kernels::cuda;
+use std::sync::Arc;
 
 /// Whether two batch shapes broadcast together (aligned at the right, each dimension equal or 1).
 fn batches_broadcast(a: &[usize], b: &[usize]) -> bool {
@@ -32,6 +37,27 @@ pub(crate) fn gemm_mixed_new<A: Float, B: Float, O: Float>(
     let mut c = output_buffer::<O>(spec.batch * spec.m * spec.n);
     cpu::gemm_mixed(&spec, a, b, &mut c);
     c
+}
+
+/// Runs one GEMM of two tensors' data (of possibly different float types) where they are, into fresh
+/// storage of `O`.
+fn gemm_on<A: Float, B: Float, O: Float>(
+    spec: GemmSpec,
+    a: &Tensor<A>,
+    b: &Tensor<B>,
+) -> Storage<O> {
+    on_device!("matmul", [a, b],
+        cpu => {
+            let mut c = output_buffer::<O>(spec.batch * spec.m * spec.n);
+            cpu::gemm_mixed(&spec, a.data(), b.data(), &mut c);
+            c
+        },
+        cuda [ab, bb] => cuda::gemm(&spec, ab, bb, O::DTYPE, None))
+}
+
+/// A tensor over fresh storage, without history.
+fn tensor<E: Float>(data: Storage<E>, shape: Vec<usize>) -> Tensor<E> {
+    Tensor::from_storage(Arc::new(data), shape, None)
 }
 
 /// Panics (naming the op and the shapes) unless an input `[..., in]`, a weight `[out, in]` and a bias
@@ -135,24 +161,24 @@ impl<E: Float> Tensor<E> {
         let (a, a_stride) = full(self, &a_lift, m, k);
         let (b, b_stride) = full(other, &b_lift, k, n);
 
-        let forward = if b_stride == 0 {
+        let forward: Storage<E> = if b_stride == 0 {
             // One weight for every batch: fold the batch into the rows of one product.
             let rows = if a_stride == 0 { m } else { batch * m };
-            let c: Vec<E> = gemm_new(
-                spec(1, rows, n, k, (false, false), (0, 0)),
-                a.data(),
-                b.data(),
-            );
+            let c = gemm_on(spec(1, rows, n, k, (false, false), (0, 0)), &a, &b);
             if rows == batch * m {
                 c
             } else {
-                c.repeat(batch)
+                // Both operands shared by every batch: one product, repeated.
+                let one = tensor(c, vec![1, m, n]).broadcast_to([batch, m, n]);
+                let storage = one.storage().clone();
+                drop(one);
+                Arc::try_unwrap(storage).unwrap_or_else(|_| unreachable!("a fresh copy"))
             }
         } else {
-            gemm_new(
+            gemm_on(
                 spec(batch, m, n, k, (false, false), (a_stride, b_stride)),
-                a.data(),
-                b.data(),
+                &a,
+                &b,
             )
         };
         let mut out_shape = batch_shape.clone();
@@ -163,9 +189,9 @@ impl<E: Float> Tensor<E> {
             out_shape.push(n);
         }
         let (a_shape, b_shape) = (sa.to_vec(), sb.to_vec());
-        Tensor::record_vec(
+        Tensor::record(
             "matmul",
-            forward,
+            Arc::new(forward),
             out_shape,
             &[self.node(), other.node()],
             move |g, needs| {
@@ -175,33 +201,26 @@ impl<E: Float> Tensor<E> {
                 full_b.extend([k, n]);
                 // dA = dC · Bᵀ, per batch.
                 let da = grad_if(needs[0], || {
-                    let d: Vec<E> = gemm_new(
+                    let d: Storage<E> = gemm_on(
                         spec(batch, m, k, n, (false, true), (m * n, b_stride)),
-                        g.data(),
-                        b.data(),
+                        g,
+                        &b,
                     );
-                    Tensor::from_data(d, full_a.clone())
-                        .sum_to(&a_lift)
-                        .reshape(&a_shape)
+                    tensor(d, full_a.clone()).sum_to(&a_lift).reshape(&a_shape)
                 });
                 // dB = Aᵀ · dC, folded into one product when B is shared by every batch.
                 let db = grad_if(needs[1], || {
                     if b_stride == 0 && a_stride != 0 {
-                        let d: Vec<E> = gemm_new(
-                            spec(1, k, n, batch * m, (true, false), (0, 0)),
-                            a.data(),
-                            g.data(),
-                        );
-                        Tensor::from_data(d, vec![k, n]).reshape(&b_shape)
+                        let d: Storage<E> =
+                            gemm_on(spec(1, k, n, batch * m, (true, false), (0, 0)), &a, g);
+                        tensor(d, vec![k, n]).reshape(&b_shape)
                     } else {
-                        let d: Vec<E> = gemm_new(
+                        let d: Storage<E> = gemm_on(
                             spec(batch, k, n, m, (true, false), (a_stride, m * n)),
-                            a.data(),
-                            g.data(),
+                            &a,
+                            g,
                         );
-                        Tensor::from_data(d, full_b.clone())
-                            .sum_to(&b_lift)
-                            .reshape(&b_shape)
+                        tensor(d, full_b.clone()).sum_to(&b_lift).reshape(&b_shape)
                     }
                 });
                 vec![da, db]
@@ -243,38 +262,32 @@ impl<E: Float> Tensor<E> {
         crate::autocast::trace_low_op("linear", T::DTYPE);
         let (out_f, in_f) = (sw[0], sw[1]);
         let rows = numel(&sx[..sx.len() - 1]);
-        let y: Vec<T> = gemm_mixed_new(
+        let y: Storage<T> = gemm_on(
             spec(1, rows, out_f, in_f, (false, true), (0, 0)),
-            self.data(),
-            weight.data(),
+            self,
+            weight,
         );
         let mut shape = sx.to_vec();
         *shape.last_mut().expect("checked non-empty") = out_f;
         let (x, w) = (self.detach(), weight.detach());
-        let y = Tensor::record_vec(
+        let y = Tensor::record(
             "linear",
-            y,
+            Arc::new(y),
             shape,
             &[self.node(), weight.node()],
             move |g: &Tensor<T>, needs| {
                 vec![
                     // dX = dY · W, straight into X's type.
                     grad_if(needs[0], || {
-                        let d: Vec<E> = gemm_new(
-                            spec(1, rows, in_f, out_f, (false, false), (0, 0)),
-                            g.data(),
-                            w.data(),
-                        );
-                        Tensor::from_data(d, x.shape().to_vec())
+                        let d: Storage<E> =
+                            gemm_on(spec(1, rows, in_f, out_f, (false, false), (0, 0)), g, &w);
+                        tensor(d, x.shape().to_vec())
                     }),
                     // dW = dYᵀ · X, with X rounded to T while packed.
                     grad_if(needs[1], || {
-                        let d: Vec<T> = gemm_mixed_new(
-                            spec(1, out_f, in_f, rows, (true, false), (0, 0)),
-                            g.data(),
-                            x.data(),
-                        );
-                        Tensor::from_data(d, vec![out_f, in_f])
+                        let d: Storage<T> =
+                            gemm_on(spec(1, out_f, in_f, rows, (true, false), (0, 0)), g, &x);
+                        tensor(d, vec![out_f, in_f])
                     }),
                 ]
             },

@@ -5,6 +5,7 @@ mod attention;
 mod binary;
 mod cast;
 mod conv;
+pub(crate) mod dispatch;
 mod dropout;
 mod index;
 mod loss;

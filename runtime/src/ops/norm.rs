@@ -1,47 +1,88 @@
 //! Normalization layers' functional forms: layer norm, RMS norm and group norm, with statistics in f32
 //! (f64 for f64). The affine part (weight, bias) is ordinary broadcast arithmetic.
 
+use crate::device::{Device, Storage};
 use crate::element::Float;
+use crate::ops::dispatch::{self, on_device};
 use crate::ops::{buffer, output_buffer};
 use crate::shape::numel;
 use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, Binary};
+#[cfg(feature = "cuda")]
+use amp_kernels::cuda;
+use std::sync::Arc;
 
 impl<E: Float> Tensor<E> {
-    /// Normalizes each row of `cols` elements to zero mean and unit variance (no affine part).
+    /// Normalizes each row of `cols` elements to zero mean and unit variance (no affine part), or to
+    /// unit root mean square without `center`.
     fn normalize_rows(&self, name: &'static str, cols: usize, eps: f64, center: bool) -> Tensor<E> {
         let rows = self.numel() / cols.max(1);
-        let mut out = output_buffer::<E>(self.numel());
-        let mut rstd = buffer::<E::Acc>(rows);
+        let stats = |data: Storage<E::Acc>| Tensor::from_storage(Arc::new(data), vec![rows], None);
+        // The normalized rows, and each row's mean (with `center`) and 1/std for the backward pass.
+        let (out, mean, rstd) = match dispatch::device_of(name, &[self]) {
+            Device::Cpu => {
+                let mut out = output_buffer::<E>(self.numel());
+                let mut rstd = buffer::<E::Acc>(rows);
+                let mean = if center {
+                    let mut mean = buffer::<E::Acc>(rows);
+                    cpu::layer_norm(self.data(), &mut out, &mut mean, &mut rstd, cols, eps);
+                    Some(stats(Storage::Cpu(mean)))
+                } else {
+                    cpu::rms_norm(self.data(), &mut out, &mut rstd, cols, eps);
+                    None
+                };
+                (Storage::Cpu(out), mean, stats(Storage::Cpu(rstd)))
+            }
+            #[cfg(feature = "cuda")]
+            device => {
+                let x = self
+                    .storage()
+                    .buffer()
+                    .expect("a tensor on a device has a device buffer");
+                if center {
+                    let (out, mean, rstd) = dispatch::expect_cuda(
+                        name,
+                        device,
+                        cuda::layer_norm(x, cols, eps, E::DTYPE),
+                    );
+                    let mean = Some(stats(Storage::cuda(mean)));
+                    (Storage::cuda(out), mean, stats(Storage::cuda(rstd)))
+                } else {
+                    let (out, rstd) =
+                        dispatch::expect_cuda(name, device, cuda::rms_norm(x, cols, eps, E::DTYPE));
+                    (Storage::cuda(out), None, stats(Storage::cuda(rstd)))
+                }
+            }
+            #[cfg(not(feature = "cuda"))]
+            device => unreachable!("{device} tensors cannot exist without the `cuda` feature"),
+        };
         let x = self.detach();
-        if center {
-            let mut mean = buffer::<E::Acc>(rows);
-            cpu::layer_norm(self.data(), &mut out, &mut mean, &mut rstd, cols, eps);
-            Tensor::record_vec(
-                name,
-                out,
-                self.shape().to_vec(),
-                &[self.node()],
-                move |g, _| {
+        Tensor::record(
+            name,
+            Arc::new(out),
+            self.shape().to_vec(),
+            &[self.node()],
+            move |g, _| {
+                let dx = on_device!(name, [x, rstd, g],
+                cpu => {
                     let mut dx = output_buffer::<E>(g.numel());
-                    cpu::layer_norm_backward(x.data(), &mean, &rstd, g.data(), &mut dx, cols);
-                    vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
+                    match &mean {
+                        Some(mean) => cpu::layer_norm_backward(
+                            x.data(), mean.data(), rstd.data(), g.data(), &mut dx, cols,
+                        ),
+                        None => cpu::rms_norm_backward(x.data(), rstd.data(), g.data(), &mut dx, cols),
+                    }
+                    dx
                 },
-            )
-        } else {
-            cpu::rms_norm(self.data(), &mut out, &mut rstd, cols, eps);
-            Tensor::record_vec(
-                name,
-                out,
-                self.shape().to_vec(),
-                &[self.node()],
-                move |g, _| {
-                    let mut dx = output_buffer::<E>(g.numel());
-                    cpu::rms_norm_backward(x.data(), &rstd, g.data(), &mut dx, cols);
-                    vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
-                },
-            )
-        }
+                cuda [xb, rb, gb] => {
+                    let mean = mean.as_ref().and_then(|m| m.storage().buffer());
+                    cuda::norm_backward(xb, mean, rb, gb, cols)
+                });
+                vec![Some(
+                    Tensor::from_storage(Arc::new(dx), g.shape().to_vec(), None).into(),
+                )]
+            },
+        )
     }
 
     #[track_caller]

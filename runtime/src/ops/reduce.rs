@@ -3,10 +3,14 @@
 
 use crate::autograd::no_grad;
 use crate::element::{Element, Float};
-use crate::ops::buffer;
+use crate::ops::dispatch::on_device;
+use crate::ops::{buffer, output_buffer};
 use crate::shape::{Dims, broadcast_shapes, dim_index, numel, resolve_dims};
-use crate::tensor::Tensor;
+use crate::tensor::{Storage, Tensor};
 use amp_kernels::cpu::{self, Binary, Dim3, Reduce, Unary};
+#[cfg(feature = "cuda")]
+use amp_kernels::cuda;
+use std::sync::Arc;
 
 /// How a reduction over `dims` sees its input, and the shapes of its result.
 struct Plan {
@@ -55,16 +59,20 @@ impl Plan {
 impl<E: Float> Tensor<E> {
     /// Runs a reduction kernel over `dims` in one pass: adjacent dimensions are reduced as one; others are
     /// first moved to the end.
-    fn reduce_raw<O: Element>(&self, op: Reduce, dims: &[usize]) -> Vec<O> {
+    fn reduce_raw<O: Element>(&self, op: Reduce, dims: &[usize]) -> Storage<O> {
         let shape = self.shape();
         let kept: usize = (0..shape.len())
             .filter(|d| !dims.contains(d))
             .map(|d| shape[d])
             .product();
-        let mut out = buffer::<O>(kept);
         if dims.is_empty() {
-            cpu::cast(self.data(), &mut out);
-            return out;
+            return on_device!("reduce", [self],
+                cpu => {
+                    let mut out = output_buffer::<O>(kept);
+                    cpu::cast(self.data(), &mut out);
+                    out
+                },
+                cuda [x] => cuda::cast(x, O::DTYPE));
         }
         let (first, last) = (dims[0], dims[dims.len() - 1]);
         if last - first + 1 == dims.len() {
@@ -73,23 +81,32 @@ impl<E: Float> Tensor<E> {
                 size: numel(&shape[first..=last]),
                 inner: numel(&shape[last + 1..]),
             };
-            cpu::reduce(op, self.data(), &mut out, layout);
-        } else {
-            let perm: Vec<usize> = (0..shape.len())
-                .filter(|d| !dims.contains(d))
-                .chain(dims.iter().copied())
-                .collect();
-            let mut moved = buffer::<E>(self.numel());
-            cpu::permute(self.data(), shape, &perm, &mut moved);
-            let size: usize = dims.iter().map(|&d| shape[d]).product();
-            let layout = Dim3 {
-                outer: kept,
-                size,
-                inner: 1,
-            };
-            cpu::reduce(op, &moved, &mut out, layout);
+            return on_device!("reduce", [self],
+                cpu => {
+                    let mut out = buffer::<O>(kept);
+                    cpu::reduce(op, self.data(), &mut out, layout);
+                    out
+                },
+                cuda [x] => cuda::reduce(op, x, layout, O::DTYPE));
         }
-        out
+        let perm: Vec<usize> = (0..shape.len())
+            .filter(|d| !dims.contains(d))
+            .chain(dims.iter().copied())
+            .collect();
+        let layout = Dim3 {
+            outer: kept,
+            size: dims.iter().map(|&d| shape[d]).product(),
+            inner: 1,
+        };
+        on_device!("reduce", [self],
+            cpu => {
+                let mut moved = output_buffer::<E>(self.numel());
+                cpu::permute(self.data(), shape, &perm, &mut moved);
+                let mut out = buffer::<O>(kept);
+                cpu::reduce(op, &moved, &mut out, layout);
+                out
+            },
+            cuda [x] => cuda::permute(x, shape, &perm).and_then(|moved| cuda::reduce(op, &moved, layout, O::DTYPE)))
     }
 
     #[track_caller]
@@ -107,16 +124,16 @@ impl<E: Float> Tensor<E> {
                 self.shape()
             );
         }
-        let out = self.reduce_raw::<E>(op, &plan.dims);
+        let out = Arc::new(self.reduce_raw::<E>(op, &plan.dims));
         // Sum and mean need only the input's shape; max and min need the input and the result.
         let shape = self.shape().to_vec();
         let saved = matches!(op, Reduce::Max | Reduce::Min).then(|| {
             (
                 self.detach(),
-                Tensor::from_data(out.clone(), plan.keep_shape.clone()),
+                Tensor::from_storage(out.clone(), plan.keep_shape.clone(), None),
             )
         });
-        Tensor::record_vec(
+        Tensor::record(
             name,
             out,
             plan.out_shape(keepdim),
@@ -368,7 +385,7 @@ impl<E: Float> Tensor<E> {
             .filter(|&d| d < offset || (shape[d - offset] == 1 && self.shape()[d] != 1))
             .collect();
         let out = self.reduce_raw::<E>(Reduce::Sum, &dims);
-        Tensor::from_data(out, shape.to_vec())
+        Tensor::from_storage(Arc::new(out), shape.to_vec(), None)
     }
 }
 

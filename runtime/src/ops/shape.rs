@@ -2,12 +2,19 @@
 //! (permute, transpose, narrow, cat, stack, broadcast_to). All work for every element type.
 
 use crate::autograd::grad_if;
+use crate::device::{Device, Storage};
 use crate::element::{AnyTensor, Element};
+#[cfg(feature = "cuda")]
+use crate::ops::dispatch::expect_cuda;
+use crate::ops::dispatch::{Operand, device_of, on_device};
 use crate::ops::{buffer, output_buffer};
 use crate::shape::{IntoShape, broadcasts_to, dim_index, numel};
 use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, Broadcast, Dim3};
+#[cfg(feature = "cuda")]
+use amp_kernels::cuda::{self, DeviceBuffer};
 use std::borrow::Borrow;
+use std::sync::Arc;
 
 impl<E: Element> Tensor<E> {
     /// The same elements with another shape of the same size (shares the data, no copy).
@@ -91,15 +98,24 @@ impl<E: Element> Tensor<E> {
             );
         }
         let shape: Vec<usize> = perm.iter().map(|&p| self.shape()[p]).collect();
-        let mut out = output_buffer::<E>(self.numel());
-        cpu::permute(self.data(), self.shape(), perm, &mut out);
+        let out = on_device!("permute", [self],
+            cpu => {
+                let mut out = output_buffer::<E>(self.numel());
+                cpu::permute(self.data(), self.shape(), perm, &mut out);
+                out
+            },
+            cuda [x] => cuda::permute(x, self.shape(), perm));
         let mut inverse = vec![0; perm.len()];
         for (i, &p) in perm.iter().enumerate() {
             inverse[p] = i;
         }
-        Tensor::record_vec("permute", out, shape, &[self.node()], move |g, _| {
-            vec![Some(g.permute(&inverse).into())]
-        })
+        Tensor::record(
+            "permute",
+            Arc::new(out),
+            shape,
+            &[self.node()],
+            move |g, _| vec![Some(g.permute(&inverse).into())],
+        )
     }
 
     /// Swaps two dimensions (copies the data).
@@ -138,32 +154,40 @@ impl<E: Element> Tensor<E> {
         let Dim3 { outer, inner, .. } = Dim3::of(self.shape(), d);
         let mut shape = self.shape().to_vec();
         shape[d] = len;
-        let mut out = output_buffer::<E>(numel(&shape));
-        cpu::copy_rows(
-            self.data(),
-            size * inner,
-            start * inner,
-            &mut out,
-            len * inner,
-            0,
-            len * inner,
-            outer,
-        );
+        let n = numel(&shape);
+        let out = on_device!("narrow", [self],
+        cpu => {
+            let mut out = output_buffer::<E>(n);
+            cpu::copy_rows(self.data(), size * inner, start * inner, &mut out, len * inner, 0, len * inner, outer);
+            out
+        },
+        cuda [x] => DeviceBuffer::uninit(x.gpu(), E::DTYPE, n).and_then(|mut out| {
+            cuda::copy_rows(x, size * inner, start * inner, &mut out, len * inner, 0, len * inner, outer)
+                .map(|()| out)
+        }));
         let from = self.shape().to_vec();
-        Tensor::record_vec("narrow", out, shape, &[self.node()], move |g, _| {
-            let mut dx = buffer::<E>(numel(&from));
-            cpu::copy_rows(
-                g.data(),
-                len * inner,
-                0,
-                &mut dx,
-                size * inner,
-                start * inner,
-                len * inner,
-                outer,
-            );
-            vec![Some(Tensor::from_data(dx, from.clone()).into())]
-        })
+        Tensor::record(
+            "narrow",
+            Arc::new(out),
+            shape,
+            &[self.node()],
+            move |g, _| {
+                let n = numel(&from);
+                let dx = on_device!("narrow", [g],
+                cpu => {
+                    let mut dx = buffer::<E>(n);
+                    cpu::copy_rows(g.data(), len * inner, 0, &mut dx, size * inner, start * inner, len * inner, outer);
+                    dx
+                },
+                cuda [gb] => DeviceBuffer::zeros(gb.gpu(), E::DTYPE, n).and_then(|mut dx| {
+                    cuda::copy_rows(gb, len * inner, 0, &mut dx, size * inner, start * inner, len * inner, outer)
+                        .map(|()| dx)
+                }));
+                vec![Some(
+                    Tensor::from_storage(Arc::new(dx), from.clone(), None).into(),
+                )]
+            },
+        )
     }
 
     /// Joins tensors along an existing dimension `dim`; all other dimensions must match.
@@ -200,23 +224,58 @@ impl<E: Element> Tensor<E> {
         let Dim3 { outer, inner, .. } = Dim3::of(first.shape(), d);
         let mut shape = first.shape().to_vec();
         shape[d] = total;
-        let mut out = output_buffer::<E>(numel(&shape));
-        let mut offset = 0;
-        for (t, &len) in tensors.iter().zip(&sizes) {
-            cpu::copy_rows(
-                t.borrow().data(),
-                len * inner,
-                0,
-                &mut out,
-                total * inner,
-                offset * inner,
-                len * inner,
-                outer,
-            );
-            offset += len;
-        }
+        let operands: Vec<&dyn Operand> =
+            tensors.iter().map(|t| t.borrow() as &dyn Operand).collect();
+        let out = match device_of("cat", &operands) {
+            Device::Cpu => {
+                let mut out = output_buffer::<E>(numel(&shape));
+                let mut offset = 0;
+                for (t, &len) in tensors.iter().zip(&sizes) {
+                    cpu::copy_rows(
+                        t.borrow().data(),
+                        len * inner,
+                        0,
+                        &mut out,
+                        total * inner,
+                        offset * inner,
+                        len * inner,
+                        outer,
+                    );
+                    offset += len;
+                }
+                Storage::Cpu(out)
+            }
+            #[cfg(feature = "cuda")]
+            device => {
+                let run = || {
+                    let held: Vec<_> = operands
+                        .iter()
+                        .map(|t| t.buffer_on("cat", device))
+                        .collect();
+                    let mut out = DeviceBuffer::uninit(held[0].gpu(), E::DTYPE, numel(&shape))?;
+                    let mut offset = 0;
+                    for (t, &len) in held.iter().zip(&sizes) {
+                        cuda::copy_rows(
+                            t,
+                            len * inner,
+                            0,
+                            &mut out,
+                            total * inner,
+                            offset * inner,
+                            len * inner,
+                            outer,
+                        )?;
+                        offset += len;
+                    }
+                    Ok(out)
+                };
+                Storage::cuda(expect_cuda("cat", device, run()))
+            }
+            #[cfg(not(feature = "cuda"))]
+            device => unreachable!("{device} tensors cannot exist without the `cuda` feature"),
+        };
         let nodes: Vec<_> = tensors.iter().map(|t| t.borrow().node()).collect();
-        Tensor::record_vec("cat", out, shape, &nodes, move |g, needs| {
+        Tensor::record("cat", Arc::new(out), shape, &nodes, move |g, needs| {
             let mut start = 0;
             sizes
                 .iter()
@@ -267,11 +326,20 @@ impl<E: Element> Tensor<E> {
             return self.clone();
         }
         let layout = Broadcast::new(&shape, &[self.shape()]);
-        let mut out = output_buffer::<E>(numel(&shape));
-        cpu::broadcast_copy(self.data(), &mut out, &layout);
+        let out = on_device!("broadcast_to", [self],
+            cpu => {
+                let mut out = output_buffer::<E>(numel(&shape));
+                cpu::broadcast_copy(self.data(), &mut out, &layout);
+                out
+            },
+            cuda [x] => cuda::broadcast_copy(x, &layout));
         let from = self.shape().to_vec();
-        Tensor::record_vec("broadcast_to", out, shape, &[self.node()], move |g, _| {
-            vec![Some(AnyTensor::from(g.clone()).sum_to(&from))]
-        })
+        Tensor::record(
+            "broadcast_to",
+            Arc::new(out),
+            shape,
+            &[self.node()],
+            move |g, _| vec![Some(AnyTensor::from(g.clone()).sum_to(&from))],
+        )
     }
 }

@@ -1,27 +1,42 @@
 //! Elementwise functions of one tensor. All compute in f32 (f64 for f64) and round once.
 
 use crate::element::Float;
+use crate::ops::dispatch::on_device;
 use crate::ops::output_buffer;
-use crate::tensor::{Storage, Tensor};
+use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, Unary};
+#[cfg(feature = "cuda")]
+use amp_kernels::cuda;
 use std::sync::Arc;
 
 impl<E: Float> Tensor<E> {
     /// Applies `op` elementwise and records its derivative.
     pub(crate) fn map(&self, name: &'static str, op: Unary) -> Tensor<E> {
-        let mut out = output_buffer::<E>(self.numel());
-        cpu::unary(op, self.data(), &mut out);
-        let out = Arc::new(Storage::Cpu(out));
-        let (x, y) = (self.storage().clone(), out.clone());
+        let out = on_device!(name, [self],
+            cpu => {
+                let mut out = output_buffer::<E>(self.numel());
+                cpu::unary(op, self.data(), &mut out);
+                out
+            },
+            cuda [x] => cuda::unary(op, x, E::DTYPE));
+        let y = Tensor::from_storage(Arc::new(out), self.shape().to_vec(), None);
+        let x = self.detach();
         Tensor::record(
             name,
-            out,
+            y.storage().clone(),
             self.shape().to_vec(),
             &[self.node()],
             move |g, _| {
-                let mut dx = output_buffer::<E>(g.numel());
-                cpu::unary_backward(op, x.as_slice(), y.as_slice(), g.data(), &mut dx);
-                vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
+                let dx = on_device!(name, [x, y, g],
+                    cpu => {
+                        let mut dx = output_buffer::<E>(g.numel());
+                        cpu::unary_backward(op, x.data(), y.data(), g.data(), &mut dx);
+                        dx
+                    },
+                    cuda [xb, yb, gb] => cuda::unary_backward(op, xb, yb, gb));
+                vec![Some(
+                    Tensor::from_storage(Arc::new(dx), g.shape().to_vec(), None).into(),
+                )]
             },
         )
     }

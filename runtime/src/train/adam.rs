@@ -154,7 +154,7 @@ impl Optimizer for Adam {
                 step: moments.step,
             };
             let (m, v) = (&mut moments.exp_avg, &mut moments.exp_avg_sq);
-            param.update(|w| cpu::adam_step(w, grad.data(), m, v, &hp));
+            param.update(|w| cpu::adam_step(w, &grad.host_data(), m, v, &hp));
         }
         self.steps += 1;
     }

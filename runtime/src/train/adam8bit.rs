@@ -175,11 +175,10 @@ impl Optimizer for Adam8bit {
                 step: state.step,
             };
             match &mut state.moments {
-                Moments::Quantized { m, v } => {
-                    param.update(|w| cpu::adam8bit_step(w, grad.data(), m.view(), v.view(), &hp))
-                }
+                Moments::Quantized { m, v } => param
+                    .update(|w| cpu::adam8bit_step(w, &grad.host_data(), m.view(), v.view(), &hp)),
                 Moments::Full { m, v } => {
-                    param.update(|w| cpu::adam_step(w, grad.data(), m, v, &hp))
+                    param.update(|w| cpu::adam_step(w, &grad.host_data(), m, v, &hp))
                 }
                 Moments::None => unreachable!("initialized above"),
             }

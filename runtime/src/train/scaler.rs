@@ -312,6 +312,21 @@ impl FloatOp for UnscaleInPlace {
     type Out = bool;
     fn run<E: Float>(&mut self, t: &mut Tensor<E>) -> bool {
         let shape = t.shape().to_vec();
+        #[cfg(feature = "cuda")]
+        if let Some(buffer) = t.storage().buffer() {
+            let device = t.device();
+            let result = buffer.try_clone().and_then(|mut grad| {
+                let found = amp_kernels::cuda::unscale_and_check(&mut grad, self.0)?;
+                Ok((grad, found))
+            });
+            let (grad, found) = crate::ops::dispatch::expect_cuda("unscale", device, result);
+            *t = Tensor::from_storage(
+                std::sync::Arc::new(crate::device::Storage::cuda(grad)),
+                shape,
+                None,
+            );
+            return found;
+        }
         let mut data = std::mem::replace(t, Tensor::scalar(E::default())).into_vec();
         let found = cpu::unscale_and_check(&mut data, self.0);
         *t = Tensor::from_data(data, shape);

@@ -130,7 +130,7 @@ impl Optimizer for Sgd {
             } else {
                 None
             };
-            param.update(|w| cpu::sgd_step(w, grad.data(), buf, first, &hp));
+            param.update(|w| cpu::sgd_step(w, &grad.host_data(), buf, first, &hp));
         }
         self.steps += 1;
     }

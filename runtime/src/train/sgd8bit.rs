@@ -114,11 +114,10 @@ impl Optimizer for Sgd8bit {
                 };
             }
             match buffer {
-                Buffer::Quantized(b) => {
-                    param.update(|w| cpu::momentum8bit_step(w, grad.data(), b.view(), first, &hp))
-                }
+                Buffer::Quantized(b) => param
+                    .update(|w| cpu::momentum8bit_step(w, &grad.host_data(), b.view(), first, &hp)),
                 Buffer::Full(b) => {
-                    param.update(|w| cpu::sgd_step(w, grad.data(), Some(b), first, &hp))
+                    param.update(|w| cpu::sgd_step(w, &grad.host_data(), Some(b), first, &hp))
                 }
                 Buffer::None => unreachable!("initialized above"),
             }

@@ -1,0 +1,314 @@
+//! The CUDA backend against the CPU: every op with a device kernel on random inputs of odd shapes, in
+//! every float type, forward and backward; the loss scaler's skip; a model trained a few steps on both.
+//! They need a GPU (`cargo test --features cuda -- --ignored`, or `scripts/gpu-check.sh`); what runs
+//! without one is in `kernels/tests/cuda_build.rs` and the no-device test at the end.
+#![cfg(feature = "cuda")]
+
+use amp::prelude::*;
+use amp::{DeviceError, Element};
+
+fn gpu() -> Device {
+    Device::cuda(0).unwrap_or_else(|e| panic!("these tests need a CUDA device: {e}"))
+}
+
+fn on<E: Element>(t: &Tensor<E>, device: Device) -> Tensor<E> {
+    t.to_device(device).expect("copy to the device")
+}
+
+/// The tolerance of each type's result, relative to the largest magnitude (f32 ~1e-5, f16 ~1e-3,
+/// bf16 ~1e-2; the two devices sum in different orders, so both may differ from the exact value).
+fn tolerance<E: Element>() -> f64 {
+    match E::DTYPE {
+        DType::F64 => 1e-12,
+        DType::F32 => 2e-5,
+        DType::F16 => 2e-3,
+        _ => 1.6e-2,
+    }
+}
+
+#[track_caller]
+fn assert_close<E: Float>(what: &str, cpu: &Tensor<E>, cuda: &Tensor<E>) {
+    assert_eq!(cuda.device(), gpu(), "{what}: result left the device");
+    assert_eq!(cpu.shape(), cuda.shape(), "{what}: shapes differ");
+    let (a, b) = (cpu.to_vec(), cuda.to_vec());
+    let scale = a.iter().map(|v| v.to_f64().abs()).fold(1e-30, f64::max);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        let (x, y) = (x.to_f64(), y.to_f64());
+        let same_special = (x.is_nan() && y.is_nan()) || x == y;
+        assert!(
+            same_special || (x - y).abs() <= tolerance::<E>() * scale.max(x.abs()),
+            "{what} ({}): element {i} is {y} on the GPU and {x} on the CPU",
+            E::DTYPE
+        );
+    }
+}
+
+/// Runs `f` on CPU inputs and on copies of them on the GPU and compares the results.
+fn check<E: Float>(what: &str, inputs: &[Tensor<E>], f: impl Fn(&[Tensor<E>]) -> Tensor<E>) {
+    let on_gpu: Vec<Tensor<E>> = inputs.iter().map(|t| on(t, gpu())).collect();
+    assert_close(what, &f(inputs), &f(&on_gpu));
+}
+
+type UnaryOp<E> = fn(&Tensor<E>) -> Tensor<E>;
+
+fn ops_match_the_cpu<E: Float>() {
+    let mut rng = Rng::new(11);
+    let x = Tensor::<f32>::randn([7, 33, 17], &mut rng).cast::<E>();
+    let y = Tensor::<f32>::randn([33, 1], &mut rng).cast::<E>();
+    let positive = Tensor::<f32>::rand([7, 33, 17], &mut rng).cast::<E>();
+    let unary: [(&str, UnaryOp<E>); 14] = [
+        ("neg", |t| t.neg()),
+        ("abs", |t| t.abs()),
+        ("exp", |t| t.exp()),
+        ("tanh", |t| t.tanh()),
+        ("sigmoid", |t| t.sigmoid()),
+        ("relu", |t| t.relu()),
+        ("gelu", |t| t.gelu()),
+        ("silu", |t| t.silu()),
+        ("softplus", |t| t.softplus()),
+        ("square", |t| t.square()),
+        ("add 1.5", |t| t + 1.5),
+        ("mul -2", |t| t * -2.0),
+        ("clamp", |t| t.clamp(-0.5, 0.7)),
+        ("softmax", |t| t.softmax(-1)),
+    ];
+    for (name, f) in unary {
+        check(name, std::slice::from_ref(&x), |t| f(&t[0]));
+    }
+    check("sqrt, log, rsqrt", std::slice::from_ref(&positive), |t| {
+        t[0].sqrt() + t[0].log() + t[0].rsqrt()
+    });
+    check("broadcast arithmetic", &[x.clone(), y.clone()], |t| {
+        (&t[0] + &t[1]) * &t[0] - &t[1] / (t[0].abs() + 1.0)
+    });
+    check("maximum, where", &[x.clone(), y.clone()], |t| {
+        t[0].maximum(&t[1])
+            .where_(&t[0].gt(&t[1]), &t[1].broadcast_to(t[0].shape()))
+    });
+    check("sum, mean, max, min", std::slice::from_ref(&x), |t| {
+        let a = t[0].sum(1).reshape([7, 1, 17]);
+        let b = t[0].mean(&[0, 2][..]).reshape([1, 33, 1]);
+        &a + &b + t[0].max(-1).reshape([7, 33, 1]) - t[0].min(0)
+    });
+    check(
+        "log_softmax dim 0, layer_norm, rms_norm",
+        std::slice::from_ref(&x),
+        |t| {
+            t[0].log_softmax(0)
+                + t[0].layer_norm(&[17], None, None, 1e-5)
+                + t[0].rms_norm(&[17], None, 1e-5)
+        },
+    );
+    check("permute, narrow, cat", std::slice::from_ref(&x), |t| {
+        let p = t[0].permute(&[2, 0, 1]).narrow(1, 2, 3);
+        Tensor::cat(&[&p, &p.narrow(2, 0, 5)], 2)
+    });
+    let a = Tensor::<f32>::randn([3, 31, 100], &mut rng).cast::<E>();
+    let b = Tensor::<f32>::randn([100, 15], &mut rng).cast::<E>();
+    let c = Tensor::<f32>::randn([3, 15, 257], &mut rng).cast::<E>();
+    check("matmul, batched and broadcast", &[a, b, c], |t| {
+        t[0].matmul(&t[1]).matmul(&t[2])
+    });
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn ops_match_the_cpu_in_every_float_type() {
+    ops_match_the_cpu::<f32>();
+    ops_match_the_cpu::<f64>();
+    ops_match_the_cpu::<bf16>();
+    ops_match_the_cpu::<f16>();
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn casts_are_bit_exact_with_the_cpu() {
+    // Every bf16 and f16 pattern, and 2^20 spread f32 patterns (subnormals, NaN, infinities included).
+    let f32s: Vec<f32> = (0..1u32 << 20)
+        .map(|i| f32::from_bits(i.wrapping_mul(0x9E37_79B9) ^ (i << 12)))
+        .collect();
+    let x = Tensor::from_vec(f32s.clone(), [f32s.len()]);
+    let g = on(&x, gpu());
+    let same_bits = |a: Vec<u64>, b: Vec<u64>, what: &str| {
+        let bad = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+        assert_eq!(bad, 0, "{what}: {bad} of {} elements differ", a.len());
+    };
+    let nan_free = |v: &[f32]| v.iter().all(|x| !x.is_nan());
+    assert!(!nan_free(&f32s));
+    same_bits(
+        x.to_bf16()
+            .to_vec()
+            .iter()
+            .map(|v| v.to_bits() as u64)
+            .collect(),
+        g.to_bf16()
+            .to_vec()
+            .iter()
+            .map(|v| v.to_bits() as u64)
+            .collect(),
+        "f32 -> bf16",
+    );
+    // f16 NaN payloads may differ (the device writes the canonical NaN); compare the non-NaN ones.
+    let finite: Vec<f32> = f32s.iter().copied().filter(|v| !v.is_nan()).collect();
+    let xf = Tensor::from_vec(finite.clone(), [finite.len()]);
+    same_bits(
+        xf.to_f16()
+            .to_vec()
+            .iter()
+            .map(|v| v.to_bits() as u64)
+            .collect(),
+        on(&xf, gpu())
+            .to_f16()
+            .to_vec()
+            .iter()
+            .map(|v| v.to_bits() as u64)
+            .collect(),
+        "f32 -> f16",
+    );
+    let wide: Vec<f64> = finite.iter().map(|&v| v as f64 * (1.0 + 1e-9)).collect();
+    let xd = Tensor::from_vec(wide.clone(), [wide.len()]);
+    same_bits(
+        xd.to_bf16()
+            .to_vec()
+            .iter()
+            .map(|v| v.to_bits() as u64)
+            .collect(),
+        on(&xd, gpu())
+            .to_bf16()
+            .to_vec()
+            .iter()
+            .map(|v| v.to_bits() as u64)
+            .collect(),
+        "f64 -> bf16 (no double rounding)",
+    );
+}
+
+#[track_caller]
+fn grads_match<E: Float>(cpu: &Tensor<E>, cuda: &Tensor<E>, what: &str) {
+    assert_close(what, cpu, cuda);
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn gradients_match_the_cpu() {
+    let mut rng = Rng::new(5);
+    let x = Tensor::<f32>::randn([9, 65], &mut rng);
+    let w = Tensor::<f32>::randn([33, 65], &mut rng);
+    let run = |device: Device| {
+        let (x, w) = (on(&x, device).with_grad(), on(&w, device).with_grad());
+        let h = x
+            .linear(&w, None)
+            .gelu()
+            .layer_norm(&[33], None, None, 1e-5);
+        let loss = (h.softmax(-1) * h.tanh()).sum(..) + h.rms_norm(&[33], None, 1e-5).mean(..);
+        let grads = loss.backward();
+        (grads.get(&x).unwrap(), grads.get(&w).unwrap(), loss)
+    };
+    let (cx, cw, cl) = run(Device::Cpu);
+    let (gx, gw, gl) = run(gpu());
+    grads_match(&cl, &gl, "loss");
+    grads_match(&cx, &gx, "d loss / d x");
+    grads_match(&cw, &gw, "d loss / d w");
+}
+
+/// A small regression model written once with `#[autocast]`, trained on either device.
+#[autocast(P)]
+fn predict<P: Policy>(x: &Tensor<f32>, w1: &Param, w2: &Param) -> Tensor<f32> {
+    let h = x.linear(w1, None).gelu();
+    h.linear(w2, None).mse_loss(&x.narrow(1, 0, 4))
+}
+
+fn train<P: Policy>(device: Device, steps: usize) -> Vec<f32> {
+    let mut rng = Rng::new(3);
+    let x = on(&Tensor::<f32>::randn([64, 24], &mut rng), device);
+    let w1 = Param::named("w1", Tensor::<f32>::randn([48, 24], &mut rng) * 0.2);
+    let w2 = Param::named("w2", Tensor::<f32>::randn([4, 48], &mut rng) * 0.2);
+    w1.to_device(device).unwrap();
+    w2.to_device(device).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        let loss = predict::<P>(&x, &w1, &w2);
+        losses.push(loss.item());
+        let grads = loss.backward();
+        for w in [&w1, &w2] {
+            let g = grads
+                .get(w)
+                .unwrap()
+                .to_device(Device::Cpu)
+                .unwrap()
+                .to_vec();
+            w.update(|v| v.iter_mut().zip(&g).for_each(|(v, g)| *v -= 0.1 * g));
+        }
+    }
+    losses
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn training_steps_match_the_cpu_in_f32_and_bf16_mixed() {
+    let (cpu, cuda) = (train::<F32>(Device::Cpu, 8), train::<F32>(gpu(), 8));
+    for (a, b) in cpu.iter().zip(&cuda) {
+        assert!(
+            (a - b).abs() <= 1e-4 * a.abs(),
+            "f32 losses {cpu:?} vs {cuda:?}"
+        );
+    }
+    let (cpu, cuda) = (train::<Bf16>(Device::Cpu, 8), train::<Bf16>(gpu(), 8));
+    assert!(
+        cuda.last() < cuda.first(),
+        "the loss falls on the GPU: {cuda:?}"
+    );
+    for (a, b) in cpu.iter().zip(&cuda) {
+        assert!(
+            (a - b).abs() <= 2e-2 * a.abs(),
+            "bf16-mixed losses {cpu:?} vs {cuda:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn the_scaler_skips_a_step_with_an_infinite_gradient_on_the_device() {
+    let w = Param::named("w", Tensor::<f32>::from_vec(vec![1.0, 2.0, 3.0], [3]));
+    w.to_device(gpu()).unwrap();
+    let mut scaler = amp::train::GradScaler::new();
+    let scale = scaler.scale_factor() as f64;
+    // A finite loss whose gradient overflows f32 once scaled: 1e35 · 65536 = inf.
+    let loss = (w.get::<f32>() * 1e35).sum(..);
+    let unscaled = scaler.unscale(scaler.scale(&loss).backward());
+    assert!(
+        unscaled.found_non_finite(),
+        "scale {scale}: the overflow is found"
+    );
+    let w2 = Param::named("w2", Tensor::<f32>::from_vec(vec![1.0, 2.0], [2]));
+    w2.to_device(gpu()).unwrap();
+    let loss = (w2.get::<f32>() * 3.0).sum(..);
+    let unscaled = scaler.unscale(scaler.scale(&loss).backward());
+    assert!(!unscaled.found_non_finite());
+    let g = unscaled.grads().get(&w2).unwrap();
+    assert_eq!(g.device(), gpu());
+    assert_eq!(g.to_vec(), vec![3.0, 3.0], "unscaled exactly");
+}
+
+/// Runs everywhere: a device that is not there is an error naming it, and nothing panics.
+#[test]
+fn asking_for_a_missing_device_is_an_error() {
+    let missing = Device::cuda_count() + 2;
+    let err = Device::cuda(missing).expect_err("no such device");
+    assert!(matches!(err, DeviceError::Cuda { device: Device::Cuda(n), .. } if n == missing));
+    let x = Tensor::<f32>::ones([2]);
+    let err = x
+        .to_device(Device::Cuda(missing))
+        .expect_err("no such device");
+    assert!(
+        err.to_string().starts_with(&format!("cuda:{missing}: ")),
+        "{err}"
+    );
+    let w = Param::new(x.clone());
+    assert!(w.to_device(Device::Cuda(missing)).is_err());
+    assert_eq!(
+        w.value().device(),
+        Device::Cpu,
+        "a failed move leaves the parameter where it was"
+    );
+}
