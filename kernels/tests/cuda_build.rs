@@ -32,7 +32,14 @@ fn expected_kernels() -> Vec<String> {
         }
     }
     for b in bits {
-        for kernel in ["select", "gather_layout", "copy_rows"] {
+        for kernel in [
+            "select",
+            "gather_layout",
+            "copy_rows",
+            "gather",
+            "index_select",
+            "im2col",
+        ] {
             names.push(format!("{kernel}_{b}"));
         }
     }

@@ -490,3 +490,132 @@ extern "C" __global__ void sgd_step(float* w, const float* g, float* b, u64 n, f
         w[i] -= lr * gi;
     }
 }
+
+// ---- indexing (indices are checked on the host before a launch) -----------------------------------------
+
+// gather along the middle dimension of `d`: out[(o, t, i)] = x[(o, idx[(o, t, i)], i)], t < idx_size.
+#define INDEX_MOVES(name, T) \
+    extern "C" __global__ void gather_##name(Dim3 d, const T* x, const i64* idx, u64 idx_size, T* out) { \
+        GRID_STRIDE(k, d.outer * idx_size * d.inner) { \
+            u64 o = k / (idx_size * d.inner), i = k % d.inner; \
+            out[k] = x[(o * d.size + (u64)idx[k]) * d.inner + i]; \
+        } \
+    } \
+    extern "C" __global__ void index_select_##name(Dim3 d, const T* x, const i64* idx, u64 n_idx, T* out) { \
+        GRID_STRIDE(k, d.outer * n_idx * d.inner) { \
+            u64 o = k / (n_idx * d.inner), t = (k / d.inner) % n_idx, i = k % d.inner; \
+            out[k] = x[(o * d.size + (u64)idx[t]) * d.inner + i]; \
+        } \
+    }
+BIT_TYPES(INDEX_MOVES)
+
+// The adjoints of gather and index_select add into `acc` (f32, f64 for f64), which the caller made from
+// the output and casts back: atomics, so the order of additions (and the last bits) may vary by run.
+#define INDEX_ADDS(name, T, _) \
+    extern "C" __global__ void scatter_add_##name(Dim3 d, Acc<T>::type* acc, const i64* idx, u64 idx_size, const T* src) { \
+        GRID_STRIDE(k, d.outer * idx_size * d.inner) { \
+            u64 o = k / (idx_size * d.inner), i = k % d.inner; \
+            atomicAdd(&acc[(o * d.size + (u64)idx[k]) * d.inner + i], to_acc(src[k])); \
+        } \
+    } \
+    extern "C" __global__ void index_add_##name(Dim3 d, Acc<T>::type* acc, const i64* idx, u64 n_idx, const T* src) { \
+        GRID_STRIDE(k, d.outer * n_idx * d.inner) { \
+            u64 o = k / (n_idx * d.inner), t = (k / d.inner) % n_idx, i = k % d.inner; \
+            atomicAdd(&acc[(o * d.size + (u64)idx[t]) * d.inner + i], to_acc(src[k])); \
+        } \
+    }
+FLOAT_TYPES(INDEX_ADDS, _)
+
+// ---- scans and arg reductions (one thread per (outer, inner) line) ------------------------------------
+
+// Index of the first maximum (`max`) or minimum; NaN counts as the extreme, as the CPU kernel.
+#define LINE_OPS(name, T, _) \
+    extern "C" __global__ void arg_reduce_##name(int max, Dim3 d, const T* x, i64* out) { \
+        typedef Acc<T>::type A; \
+        GRID_STRIDE(o, d.outer * d.inner) { \
+            u64 base = (o / d.inner) * d.size * d.inner + o % d.inner; \
+            A best = to_acc(x[base]); \
+            i64 at = 0; \
+            for (u64 j = 1; j < d.size && best == best; ++j) { \
+                A v = to_acc(x[base + j * d.inner]); \
+                if (v != v || (max ? v > best : v < best)) { best = v; at = (i64)j; } \
+            } \
+            out[o] = at; \
+        } \
+    } \
+    extern "C" __global__ void cumsum_##name(int reverse, Dim3 d, const T* x, T* out) { \
+        typedef Acc<T>::type A; \
+        GRID_STRIDE(o, d.outer * d.inner) { \
+            u64 base = (o / d.inner) * d.size * d.inner + o % d.inner; \
+            A s = (A)0; \
+            for (u64 j = 0; j < d.size; ++j) { \
+                u64 k = base + (reverse ? d.size - 1 - j : j) * d.inner; \
+                s += to_acc(x[k]); \
+                out[k] = convert<T>(s); \
+            } \
+        } \
+    } \
+    extern "C" __global__ void logsumexp_##name(Dim3 d, const T* x, Acc<T>::type* out) { \
+        typedef Acc<T>::type A; \
+        GRID_STRIDE(o, d.outer * d.inner) { \
+            u64 base = (o / d.inner) * d.size * d.inner + o % d.inner; \
+            A m = -(A)AMP_INF; \
+            for (u64 j = 0; j < d.size; ++j) m = max_nan(m, to_acc(x[base + j * d.inner])); \
+            if (isinf(m)) { out[o] = m; continue; } \
+            A s = (A)0; \
+            for (u64 j = 0; j < d.size; ++j) s += exp(to_acc(x[base + j * d.inner]) - m); \
+            out[o] = m + log(s); \
+        } \
+    }
+FLOAT_TYPES(LINE_OPS, _)
+
+// ---- convolution columns (batched over `n` images) ----------------------------------------------------
+
+struct ConvGeometry { u64 channels, height, width, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out_h, out_w; };
+
+// cols[i][(c·kh + ky)·kw + kx][oy·ow + ox] = x[i][c][oy·sh + ky - ph][ox·sw + kx - pw], zero in the padding.
+#define IM2COL(name, T) \
+    extern "C" __global__ void im2col_##name(ConvGeometry g, u64 n, const T* x, T* cols) { \
+        u64 per_image = g.channels * g.kernel_h * g.kernel_w * g.out_h * g.out_w; \
+        GRID_STRIDE(k, n * per_image) { \
+            u64 img = k / per_image, r = k % per_image; \
+            u64 ox = r % g.out_w, oy = (r / g.out_w) % g.out_h, tap = r / (g.out_w * g.out_h); \
+            u64 kx = tap % g.kernel_w, ky = (tap / g.kernel_w) % g.kernel_h, c = tap / (g.kernel_w * g.kernel_h); \
+            i64 y = (i64)(oy * g.stride_h + ky) - (i64)g.pad_h, xx = (i64)(ox * g.stride_w + kx) - (i64)g.pad_w; \
+            T v; \
+            memset(&v, 0, sizeof(T)); \
+            if (y >= 0 && xx >= 0 && y < (i64)g.height && xx < (i64)g.width) \
+                v = x[((img * g.channels + c) * g.height + (u64)y) * g.width + (u64)xx]; \
+            cols[k] = v; \
+        } \
+    }
+BIT_TYPES(IM2COL)
+
+// The adjoint of im2col, gathered per input element (no atomics): the sum of the column entries that
+// read it, in the arithmetic type, rounded once.
+#define COL2IM(name, T, _) \
+    extern "C" __global__ void col2im_##name(ConvGeometry g, u64 n, const T* cols, T* dx) { \
+        typedef Acc<T>::type A; \
+        u64 image = g.channels * g.height * g.width, per_cols = g.channels * g.kernel_h * g.kernel_w * g.out_h * g.out_w; \
+        GRID_STRIDE(k, n * image) { \
+            u64 img = k / image, r = k % image; \
+            u64 x = r % g.width, y = (r / g.width) % g.height, c = r / (g.width * g.height); \
+            A s = (A)0; \
+            for (u64 ky = 0; ky < g.kernel_h; ++ky) { \
+                i64 sy = (i64)(y + g.pad_h) - (i64)ky; \
+                if (sy < 0 || sy % (i64)g.stride_h != 0) continue; \
+                u64 oy = (u64)sy / g.stride_h; \
+                if (oy >= g.out_h) continue; \
+                for (u64 kx = 0; kx < g.kernel_w; ++kx) { \
+                    i64 sx = (i64)(x + g.pad_w) - (i64)kx; \
+                    if (sx < 0 || sx % (i64)g.stride_w != 0) continue; \
+                    u64 ox = (u64)sx / g.stride_w; \
+                    if (ox >= g.out_w) continue; \
+                    u64 row = (c * g.kernel_h + ky) * g.kernel_w + kx; \
+                    s += to_acc(cols[img * per_cols + (row * g.out_h + oy) * g.out_w + ox]); \
+                } \
+            } \
+            dx[k] = convert<T>(s); \
+        } \
+    }
+FLOAT_TYPES(COL2IM, _)

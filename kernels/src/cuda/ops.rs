@@ -57,7 +57,7 @@ impl Layout {
 /// `Dim3` of `kernels.cu`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DeviceDim3 {
+pub(super) struct DeviceDim3 {
     outer: u64,
     size: u64,
     inner: u64,
@@ -77,12 +77,12 @@ impl From<Dim3> for DeviceDim3 {
 }
 
 /// The kernel-name suffix of an element type.
-fn type_name(dtype: DType) -> &'static str {
+pub(super) fn type_name(dtype: DType) -> &'static str {
     dtype.name()
 }
 
 /// The suffix of kernels that only move elements, by element size.
-fn bits_name(dtype: DType) -> &'static str {
+pub(super) fn bits_name(dtype: DType) -> &'static str {
     match dtype.size_in_bytes() {
         1 => "u8",
         2 => "u16",
@@ -92,7 +92,7 @@ fn bits_name(dtype: DType) -> &'static str {
 }
 
 /// Errors unless every buffer is on the first one's device.
-fn same_device(op: &str, buffers: &[&DeviceBuffer]) -> Result<(), CudaError> {
+pub(super) fn same_device(op: &str, buffers: &[&DeviceBuffer]) -> Result<(), CudaError> {
     let first = buffers[0].gpu().ordinal();
     match buffers.iter().find(|b| b.gpu().ordinal() != first) {
         Some(other) => Err(CudaError::Unsupported(format!(
@@ -359,7 +359,7 @@ pub fn softmax_backward(
 }
 
 /// The arithmetic type of an element type (f64 for f64, else f32): the type of the norms' statistics.
-fn acc_type(dtype: DType) -> DType {
+pub(super) fn acc_type(dtype: DType) -> DType {
     if dtype == DType::F64 {
         DType::F64
     } else {

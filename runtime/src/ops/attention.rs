@@ -33,6 +33,9 @@ impl<E: Float> Tensor<E> {
         let (lq, lk, d, dv) = (sq[r - 2], sk[r - 2], sq[r - 1], sv[r - 1]);
         let batch: usize = sq[..r - 2].iter().product();
         let scale = 1.0 / (d as f64).sqrt();
+        if crate::ops::dispatch::device_of("attention", &[self, key, value]) != crate::Device::Cpu {
+            return self.attention_composed(key, value, causal, scale);
+        }
         let mut scores: Vec<E::Acc> = gemm_new(
             spec(batch, lq, lk, d, (false, true), (lq * d, lk * d)),
             self.data(),
@@ -113,5 +116,66 @@ impl<E: Float> Tensor<E> {
             });
             vec![dq, dk, dv_grad]
         })
+    }
+
+    /// Attention from tensor ops, for devices: the same arithmetic as the fused CPU path (scores and
+    /// softmax in f32, probabilities rounded to `E` for the product with `v`), with the gradients from
+    /// the ops' own backward passes. The scores' GEMM runs on f32 copies of q and k: the products of
+    /// bf16 or f16 values are exact in f32, so this equals a low-precision GEMM accumulating in f32.
+    pub(crate) fn attention_composed(
+        &self,
+        key: &Tensor<E>,
+        value: &Tensor<E>,
+        causal: bool,
+        scale: f64,
+    ) -> Tensor<E> {
+        let r = self.rank();
+        let (lq, lk) = (self.shape()[r - 2], key.shape()[r - 2]);
+        let scores = self
+            .cast::<E::Acc>()
+            .matmul(&key.cast::<E::Acc>().transpose(-2, -1))
+            .map("attention", amp_kernels::cpu::Unary::MulScalar(scale));
+        let scores = if causal {
+            // Query i sees keys 0..=i: the mask is built on the host and moved to the scores' device.
+            let seen: Vec<bool> = (0..lq * lk).map(|k| k % lk <= k / lk).collect();
+            let seen = Tensor::from_data(seen, vec![lq, lk])
+                .to_device(self.device())
+                .unwrap_or_else(|e| panic!("attention: {e}"));
+            scores.where_same(&seen, &Tensor::full(Vec::new(), f64::NEG_INFINITY))
+        } else {
+            scores
+        };
+        scores.softmax(-1).cast::<E>().matmul(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Rng, Tensor};
+
+    /// The composed attention that devices run gives the fused CPU path's values and gradients.
+    #[test]
+    fn composed_attention_matches_the_fused_path() {
+        let mut rng = Rng::new(4);
+        for causal in [false, true] {
+            let q = Tensor::<f64>::randn([2, 3, 7, 5], &mut rng).with_grad();
+            let k = Tensor::<f64>::randn([2, 3, 9, 5], &mut rng).with_grad();
+            let v = Tensor::<f64>::randn([2, 3, 9, 4], &mut rng).with_grad();
+            let fused = q.attention(&k, &v, causal);
+            let composed = q.attention_composed(&k, &v, causal, 1.0 / 5f64.sqrt());
+            let close = |a: Vec<f64>, b: Vec<f64>| {
+                a.iter()
+                    .zip(&b)
+                    .all(|(x, y)| (x - y).abs() <= 1e-12 * (1.0 + x.abs()))
+            };
+            assert!(close(fused.to_vec(), composed.to_vec()), "causal {causal}");
+            let probe = Tensor::<f64>::randn(fused.shape(), &mut rng);
+            let gf = (&fused * &probe).sum(..).backward();
+            let gc = (&composed * &probe).sum(..).backward();
+            for t in [&q, &k, &v] {
+                let (a, b) = (gf.get(t).unwrap().to_vec(), gc.get(t).unwrap().to_vec());
+                assert!(close(a, b), "causal {causal}: gradients differ");
+            }
+        }
     }
 }

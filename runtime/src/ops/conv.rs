@@ -3,9 +3,13 @@
 use crate::autograd::grad_if;
 use crate::element::Float;
 use crate::ops::buffer;
+use crate::ops::dispatch::on_device;
 use crate::ops::matmul::{gemm_new, spec};
 use crate::tensor::Tensor;
-use amp_kernels::cpu::{self, Conv2dGeometry};
+use amp_kernels::cpu::{self, Binary, Conv2dGeometry};
+#[cfg(feature = "cuda")]
+use amp_kernels::cuda;
+use std::sync::Arc;
 
 /// A per-dimension setting (stride, padding) given once for both dimensions (`2`) or per dimension
 /// (`(2, 1)` or `[2, 1]`, height first).
@@ -86,6 +90,13 @@ impl<E: Float> Tensor<E> {
         let (n, out_c) = (sx[0], sw[0]);
         let (rows, cols) = (geom.col_rows(), geom.col_cols());
         let image = geom.channels * geom.height * geom.width;
+        if crate::ops::dispatch::device_of("conv2d", &[self, weight]) != crate::Device::Cpu {
+            let y = self.conv2d_composed(weight, geom);
+            return match bias {
+                Some(b) => y.binary_same(&b.reshape([out_c, 1, 1]), Binary::Add, "conv2d"),
+                None => y,
+            };
+        }
         let mut columns = buffer::<E>(n * rows * cols);
         for (x, c) in self
             .data()
@@ -146,11 +157,7 @@ impl<E: Float> Tensor<E> {
             },
         );
         match bias {
-            Some(b) => y.binary_same(
-                &b.reshape([out_c, 1, 1]),
-                amp_kernels::cpu::Binary::Add,
-                "conv2d",
-            ),
+            Some(b) => y.binary_same(&b.reshape([out_c, 1, 1]), Binary::Add, "conv2d"),
             None => y,
         }
     }
@@ -193,5 +200,105 @@ impl<E: Float> Tensor<E> {
             .unsqueeze(2)
             .conv2d(&weight.unsqueeze(2), bias, (1, stride), (0, padding));
         y.squeeze(2)
+    }
+
+    /// conv2d (no bias) from tensor ops, for devices: a differentiable im2col, then one matmul of the
+    /// `[out_c, c·kh·kw]` weight with every image's columns; the gradients come from the ops' backward.
+    pub(crate) fn conv2d_composed(&self, weight: &Tensor<E>, geom: Conv2dGeometry) -> Tensor<E> {
+        let (n, out_c) = (self.shape()[0], weight.shape()[0]);
+        let columns = self.im2col(geom);
+        let flat = weight.reshape([out_c, geom.col_rows()]);
+        flat.matmul(&columns)
+            .reshape([n, out_c, geom.out_h(), geom.out_w()])
+    }
+
+    /// The column matrices `[n, c·kh·kw, oh·ow]` of `[n, c, h, w]` images, recorded (backward: col2im).
+    fn im2col(&self, geom: Conv2dGeometry) -> Tensor<E> {
+        let n = self.shape()[0];
+        let (rows, cols) = (geom.col_rows(), geom.col_cols());
+        let image = geom.channels * geom.height * geom.width;
+        let out = on_device!("conv2d", [self],
+            cpu => {
+                let mut columns = buffer::<E>(n * rows * cols);
+                for (x, c) in self
+                    .data()
+                    .chunks_exact(image.max(1))
+                    .zip(columns.chunks_exact_mut((rows * cols).max(1)))
+                {
+                    cpu::im2col(x, &geom, c);
+                }
+                columns
+            },
+            cuda [x] => cuda::im2col(x, &geom, n));
+        let shape = self.shape().to_vec();
+        Tensor::record(
+            "conv2d",
+            Arc::new(out),
+            vec![n, rows, cols],
+            &[self.node()],
+            move |g, _| {
+                let dx = on_device!("conv2d", [g],
+                cpu => {
+                    let mut dx = buffer::<E>(n * image);
+                    for (d, c) in dx
+                        .chunks_exact_mut(image.max(1))
+                        .zip(g.data().chunks_exact((rows * cols).max(1)))
+                    {
+                        cpu::col2im(c, &geom, d);
+                    }
+                    dx
+                },
+                cuda [gb] => cuda::col2im(gb, &geom, n));
+                vec![Some(
+                    Tensor::from_storage(Arc::new(dx), shape.clone(), None).into(),
+                )]
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Rng, Tensor};
+    use amp_kernels::cpu::Conv2dGeometry;
+
+    /// The composed conv2d that devices run gives the fused CPU path's values and gradients (so on a
+    /// device it is only the kernels that differ).
+    #[test]
+    fn composed_conv2d_matches_the_fused_path() {
+        let mut rng = Rng::new(9);
+        let x = Tensor::<f64>::randn([3, 2, 9, 7], &mut rng).with_grad();
+        let w = Tensor::<f64>::randn([5, 2, 3, 2], &mut rng).with_grad();
+        let geom = Conv2dGeometry {
+            channels: 2,
+            height: 9,
+            width: 7,
+            kernel_h: 3,
+            kernel_w: 2,
+            stride_h: 2,
+            stride_w: 1,
+            pad_h: 1,
+            pad_w: 1,
+        };
+        let fused = x.conv2d(&w, None, (2, 1), (1, 1));
+        let composed = x.conv2d_composed(&w, geom);
+        assert_eq!(fused.shape(), composed.shape());
+        let close = |a: Vec<f64>, b: Vec<f64>| {
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| (x - y).abs() <= 1e-12 * (1.0 + x.abs()))
+        };
+        assert!(close(fused.to_vec(), composed.to_vec()));
+        let probe = Tensor::<f64>::randn(fused.shape(), &mut rng);
+        let gf = (&fused * &probe).sum(..).backward();
+        let gc = (&composed * &probe).sum(..).backward();
+        assert!(close(
+            gf.get(&x).unwrap().to_vec(),
+            gc.get(&x).unwrap().to_vec()
+        ));
+        assert!(close(
+            gf.get(&w).unwrap().to_vec(),
+            gc.get(&w).unwrap().to_vec()
+        ));
     }
 }

@@ -20,9 +20,10 @@ impl<E: Float> Tensor<E> {
         let kept: Vec<bool> = (0..self.numel()).map(|_| rng.uniform() >= p).collect();
         // Scale in f32 and round once (a bf16 mask holding 1/(1-p) would bias every kept value).
         let scaled = self.map("dropout", Unary::MulScalar(scale));
-        scaled.where_same(
-            &Tensor::from_data(kept, self.shape().to_vec()),
-            &Tensor::zeros(Vec::new()),
-        )
+        // The mask is drawn on the host (the same draws on every device) and moved to the input's.
+        let mask = Tensor::from_data(kept, self.shape().to_vec())
+            .to_device(self.device())
+            .unwrap_or_else(|e| panic!("dropout: {e}"));
+        scaled.where_same(&mask, &Tensor::zeros(Vec::new()))
     }
 }

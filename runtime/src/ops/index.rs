@@ -5,9 +5,27 @@
 use crate::autograd::grad_if;
 use crate::element::Float;
 use crate::ops::buffer;
+use crate::ops::dispatch::on_device;
 use crate::shape::{dim_index, numel};
 use crate::tensor::Tensor;
 use amp_kernels::cpu::{self, Dim3, IndexError};
+#[cfg(feature = "cuda")]
+use amp_kernels::cuda;
+use std::sync::Arc;
+
+/// Panics like [`index_panic`] unless every index is in `0..bound`. The CPU kernels check as they go;
+/// indices on a device are copied to the host for this check before a kernel uses them.
+#[cfg(feature = "cuda")]
+#[track_caller]
+fn check_on_host(op: &str, index: &Tensor<i64>, bound: usize, dim: usize, shape: &[usize]) {
+    if let Some(&bad) = index
+        .to_vec()
+        .iter()
+        .find(|&&i| i < 0 || i as u64 >= bound as u64)
+    {
+        index_panic(op, IndexError { index: bad, bound }, dim, shape);
+    }
+}
 
 #[track_caller]
 fn index_panic(op: &str, err: IndexError, dim: usize, shape: &[usize]) -> ! {
@@ -15,6 +33,13 @@ fn index_panic(op: &str, err: IndexError, dim: usize, shape: &[usize]) -> ! {
         "{op}: index {} is out of range for dimension {dim} of size {} (input shape {shape:?})",
         err.index, err.bound
     )
+}
+
+/// The dimension a [`Dim3`] splits `shape` around (for error messages).
+fn layout_dim(shape: &[usize], layout: Dim3) -> usize {
+    (0..shape.len())
+        .find(|&d| Dim3::of(shape, d) == layout)
+        .unwrap_or(0)
 }
 
 impl<E: Float> Tensor<E> {
@@ -42,21 +67,28 @@ impl<E: Float> Tensor<E> {
         self.check_same_but("gather", index.shape(), "index", d);
         let layout = Dim3::of(self.shape(), d);
         let t = index.shape()[d];
-        let mut out = buffer::<E>(index.numel());
-        if let Err(e) = cpu::gather(self.data(), layout, index.data(), t, &mut out) {
-            index_panic("gather", e, d, self.shape());
-        }
+        let out = on_device!("gather", [self, index],
+        cpu => {
+            let mut out = buffer::<E>(index.numel());
+            if let Err(e) = cpu::gather(self.data(), layout, index.data(), t, &mut out) {
+                index_panic("gather", e, d, self.shape());
+            }
+            out
+        },
+        cuda [x, ix] => {
+            check_on_host("gather", index, layout.size, d, self.shape());
+            cuda::gather(x, layout, ix, t)
+        });
         let (index, shape) = (index.clone(), self.shape().to_vec());
-        Tensor::record_vec(
+        Tensor::record(
             "gather",
-            out,
+            Arc::new(out),
             index.shape().to_vec(),
             &[self.node()],
             move |g, _| {
-                let mut dx = buffer::<E>(numel(&shape));
-                cpu::scatter_add(&mut dx, layout, index.data(), g.data(), t)
-                    .expect("indices checked in forward");
-                vec![Some(Tensor::from_data(dx, shape.clone()).into())]
+                let dx = Tensor::<E>::zeros(shape.clone()).to_device(g.device());
+                let dx = dx.unwrap_or_else(|e| panic!("gather backward: {e}"));
+                vec![Some(dx.scatter_add_checked(layout, &index, g, t).into())]
             },
         )
     }
@@ -76,14 +108,11 @@ impl<E: Float> Tensor<E> {
         }
         let layout = Dim3::of(self.shape(), d);
         let t = index.shape()[d];
-        let mut out = self.to_vec();
-        if let Err(e) = cpu::scatter_add(&mut out, layout, index.data(), src.data(), t) {
-            index_panic("scatter_add", e, d, self.shape());
-        }
+        let out = self.detach().scatter_add_checked(layout, index, src, t);
         let index = index.clone();
-        Tensor::record_vec(
+        Tensor::record(
             "scatter_add",
-            out,
+            out.storage().clone(),
             self.shape().to_vec(),
             &[self.node(), src.node()],
             move |g, needs| {
@@ -93,6 +122,52 @@ impl<E: Float> Tensor<E> {
                 ]
             },
         )
+    }
+
+    /// `self` (no history) plus `src` added at `index` along the middle dimension of `layout`: the
+    /// forward of `scatter_add` and the backward of `gather`.
+    #[track_caller]
+    fn scatter_add_checked(
+        &self,
+        layout: Dim3,
+        index: &Tensor<i64>,
+        src: &Tensor<E>,
+        t: usize,
+    ) -> Tensor<E> {
+        let d = layout_dim(self.shape(), layout);
+        let out = on_device!("scatter_add", [self, index, src],
+        cpu => {
+            let mut out = self.to_vec();
+            if let Err(e) = cpu::scatter_add(&mut out, layout, index.data(), src.data(), t) {
+                index_panic("scatter_add", e, d, self.shape());
+            }
+            out
+        },
+        cuda [base, ix, sb] => {
+            check_on_host("scatter_add", index, layout.size, d, self.shape());
+            cuda::scatter_add(base, layout, ix, sb, t)
+        });
+        Tensor::from_storage(Arc::new(out), self.shape().to_vec(), None)
+    }
+
+    /// `self` (no history) plus the slices of `src` added at `index` along the middle dimension of
+    /// `layout`: the forward of `index_add` and the backward of `index_select`.
+    #[track_caller]
+    fn index_add_checked(&self, layout: Dim3, index: &Tensor<i64>, src: &Tensor<E>) -> Tensor<E> {
+        let d = layout_dim(self.shape(), layout);
+        let out = on_device!("index_add", [self, index, src],
+        cpu => {
+            let mut out = self.to_vec();
+            if let Err(e) = cpu::index_add(&mut out, layout, index.data(), src.data()) {
+                index_panic("index_add", e, d, self.shape());
+            }
+            out
+        },
+        cuda [base, ix, sb] => {
+            check_on_host("index_add", index, layout.size, d, self.shape());
+            cuda::index_add(base, layout, ix, sb)
+        });
+        Tensor::from_storage(Arc::new(out), self.shape().to_vec(), None)
     }
 
     /// The slices `index[0], index[1], ...` of `dim` (a 1-D `index`), in that order.
@@ -110,16 +185,23 @@ impl<E: Float> Tensor<E> {
         let layout = Dim3::of(self.shape(), d);
         let mut shape = self.shape().to_vec();
         shape[d] = index.numel();
-        let mut out = buffer::<E>(numel(&shape));
-        if let Err(e) = cpu::index_select(self.data(), layout, index.data(), &mut out) {
-            index_panic(op, e, d, self.shape());
-        }
+        let out = on_device!(op, [self, index],
+        cpu => {
+            let mut out = buffer::<E>(numel(&shape));
+            if let Err(e) = cpu::index_select(self.data(), layout, index.data(), &mut out) {
+                index_panic(op, e, d, self.shape());
+            }
+            out
+        },
+        cuda [x, ix] => {
+            check_on_host(op, index, layout.size, d, self.shape());
+            cuda::index_select(x, layout, ix)
+        });
         let (index, from) = (index.clone(), self.shape().to_vec());
-        Tensor::record_vec(op, out, shape, &[self.node()], move |g, _| {
-            let mut dx = buffer::<E>(numel(&from));
-            cpu::index_add(&mut dx, layout, index.data(), g.data())
-                .expect("indices checked in forward");
-            vec![Some(Tensor::from_data(dx, from.clone()).into())]
+        Tensor::record(op, Arc::new(out), shape, &[self.node()], move |g, _| {
+            let dx = Tensor::<E>::zeros(from.clone()).to_device(g.device());
+            let dx = dx.unwrap_or_else(|e| panic!("{op} backward: {e}"));
+            vec![Some(dx.index_add_checked(layout, &index, g).into())]
         })
     }
 
@@ -142,19 +224,13 @@ impl<E: Float> Tensor<E> {
                 source.shape()
             );
         }
-        let mut out = self.to_vec();
-        if let Err(e) = cpu::index_add(
-            &mut out,
-            Dim3::of(self.shape(), d),
-            index.data(),
-            source.data(),
-        ) {
-            index_panic("index_add", e, d, self.shape());
-        }
+        let out = self
+            .detach()
+            .index_add_checked(Dim3::of(self.shape(), d), index, source);
         let index = index.clone();
-        Tensor::record_vec(
+        Tensor::record(
             "index_add",
-            out,
+            out.storage().clone(),
             self.shape().to_vec(),
             &[self.node(), source.node()],
             move |g, needs| {

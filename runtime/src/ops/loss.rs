@@ -52,7 +52,7 @@ impl<E: Float> Tensor<E> {
         }
         let classes = s[s.len() - 1];
         if let Some((i, &t)) = targets
-            .data()
+            .host_data()
             .iter()
             .enumerate()
             .find(|&(_, &t)| t < 0 || t as u64 >= classes as u64)
@@ -64,6 +64,14 @@ impl<E: Float> Tensor<E> {
     fn nll_loss_named(&self, op: &'static str, targets: &Tensor<i64>) -> Tensor<E> {
         let classes = self.shape()[self.rank() - 1];
         let n = targets.numel();
+        if crate::ops::dispatch::device_of(op, &[self, targets]) != crate::Device::Cpu {
+            // On a device: the same sum of picked log-probabilities as below, from tensor ops (its
+            // gradient, -g/n at each target, comes from the backward of gather and mean).
+            let picked = self
+                .reshape([n, classes])
+                .gather(1, &targets.reshape([n, 1]));
+            return picked.mean(..).neg();
+        }
         let x = self.data();
         let mut total = E::Acc::ZERO;
         for (row, &t) in targets.data().iter().enumerate() {

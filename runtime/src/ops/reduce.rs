@@ -274,20 +274,27 @@ impl<E: Float> Tensor<E> {
     pub fn cumsum(&self, dim: isize) -> Tensor<E> {
         let d = dim_index("cumsum", dim, self.shape());
         let layout = Dim3::of(self.shape(), d);
-        let mut out = buffer::<E>(self.numel());
-        cpu::cumsum(self.data(), &mut out, layout, false);
-        Tensor::record_vec(
+        let out = self.cumsum_raw(layout, false);
+        Tensor::record(
             "cumsum",
-            out,
+            out.storage().clone(),
             self.shape().to_vec(),
             &[self.node()],
-            move |g, _| {
-                // d/dx_s of Σ_t g_t·y_t is Σ_{t ≥ s} g_t: a suffix sum, accumulated in f32.
-                let mut dx = buffer::<E>(g.numel());
-                cpu::cumsum(g.data(), &mut dx, layout, true);
-                vec![Some(Tensor::from_data(dx, g.shape().to_vec()).into())]
-            },
+            // d/dx_s of Σ_t g_t·y_t is Σ_{t ≥ s} g_t: a suffix sum, accumulated in f32.
+            move |g, _| vec![Some(g.cumsum_raw(layout, true).into())],
         )
+    }
+
+    /// Running sums over the middle dimension of `layout` (from the end with `reverse`), no history.
+    fn cumsum_raw(&self, layout: Dim3, reverse: bool) -> Tensor<E> {
+        let out = on_device!("cumsum", [self],
+            cpu => {
+                let mut out = output_buffer::<E>(self.numel());
+                cpu::cumsum(self.data(), &mut out, layout, reverse);
+                out
+            },
+            cuda [x] => cuda::cumsum(x, layout, reverse));
+        Tensor::from_storage(Arc::new(out), self.shape().to_vec(), None)
     }
 
     /// `ln Σ exp(x)` over `dims`, removing them; stable for large values, computed in f32.
@@ -310,25 +317,25 @@ impl<E: Float> Tensor<E> {
             .filter(|d| !plan.dims.contains(d))
             .collect();
         let perm: Vec<usize> = kept.iter().chain(&plan.dims).copied().collect();
-        let mut moved = buffer::<E>(self.numel());
-        cpu::permute(self.data(), self.shape(), &perm, &mut moved);
-        let mut out = buffer::<E>(numel(&plan.keep_shape));
-        let size = plan.count;
-        let outer = out.len();
-        cpu::logsumexp(
-            &moved,
-            &mut out,
-            Dim3 {
-                outer,
-                size,
-                inner: 1,
+        let rows = Dim3 {
+            outer: numel(&plan.keep_shape),
+            size: plan.count,
+            inner: 1,
+        };
+        let moved = self.detach().permute(&perm);
+        let out = on_device!("logsumexp", [moved],
+            cpu => {
+                let mut out = buffer::<E>(rows.outer);
+                cpu::logsumexp(moved.data(), &mut out, rows);
+                out
             },
-        );
+            cuda [x] => cuda::logsumexp(x, rows, E::DTYPE));
+        let out = Arc::new(out);
         let (x, lse) = (
             self.detach(),
-            Tensor::from_data(out.clone(), plan.keep_shape.clone()),
+            Tensor::from_storage(out.clone(), plan.keep_shape.clone(), None),
         );
-        Tensor::record_vec(
+        Tensor::record(
             "logsumexp",
             out,
             plan.out_shape(keepdim),
@@ -351,8 +358,13 @@ impl<E: Float> Tensor<E> {
             );
         }
         let layout = Dim3::of(self.shape(), d);
-        let mut out = buffer::<i64>(layout.outer * layout.inner);
-        cpu::arg_reduce(max, self.data(), &mut out, layout);
+        let out = on_device!(name, [self],
+            cpu => {
+                let mut out = buffer::<i64>(layout.outer * layout.inner);
+                cpu::arg_reduce(max, self.data(), &mut out, layout);
+                out
+            },
+            cuda [x] => cuda::arg_reduce(max, x, layout));
         let shape = self
             .shape()
             .iter()
@@ -360,7 +372,7 @@ impl<E: Float> Tensor<E> {
             .filter(|&(i, _)| i != d)
             .map(|(_, &s)| s)
             .collect();
-        Tensor::from_data(out, shape)
+        Tensor::from_storage(Arc::new(out), shape, None)
     }
 
     /// Index of the (first) maximum along `dim`, which is removed; a NaN counts as the maximum.
