@@ -11,6 +11,7 @@
 
 mod common;
 
+use amp::Device;
 use amp::train::Precision;
 use clap::Parser;
 use common::digits::load_digits;
@@ -44,6 +45,9 @@ struct Args {
     /// The data file.
     #[arg(long, default_value = common::digits::DEFAULT_PATH)]
     data: String,
+    /// Where to train: cpu, cuda or cuda:N (CUDA needs the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: Device,
 }
 
 /// The modes a run compares by default.
@@ -70,6 +74,10 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if args.epochs == 0 {
         return Err("--epochs must be positive".into());
     }
+    let device = match args.device {
+        Device::Cuda(n) => Device::cuda(n)?,
+        cpu => cpu,
+    };
     let data = load_digits(&args.data)?;
     let widths = [64, 256, 256, 10];
     let config = Config {
@@ -105,6 +113,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let options = Options {
         optimizer: args.optimizer,
         weight_decay: args.weight_decay,
+        device,
         ..Options::default()
     };
     let modes = if args.precision.is_empty() {

@@ -151,6 +151,7 @@ fn run(args: Args) -> Result<(), Box<dyn Error>> {
             optimizer,
             weight_decay: args.weight_decay,
             rounding: seeded(rounding, args.seed),
+            ..Options::default()
         };
         let run = train_mlp(&data, &[64, 256, 256, 10], precision, config, options)?;
         rows.push(Row {

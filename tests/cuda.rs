@@ -4,8 +4,14 @@
 //! without one is in `kernels/tests/cuda_build.rs` and the no-device test at the end.
 #![cfg(feature = "cuda")]
 
+#[path = "../examples/common/mod.rs"]
+mod common;
+
 use amp::prelude::*;
+use amp::train::Precision;
 use amp::{DeviceError, Element};
+use common::digits::load_digits;
+use common::mlp::{Config, Options, train_with};
 
 fn gpu() -> Device {
     Device::cuda(0).unwrap_or_else(|e| panic!("these tests need a CUDA device: {e}"))
@@ -109,6 +115,119 @@ fn ops_match_the_cpu<E: Float>() {
     check("matmul, batched and broadcast", &[a, b, c], |t| {
         t[0].matmul(&t[1]).matmul(&t[2])
     });
+}
+
+/// An op of logits, targets and ids.
+type IndexingOp<E> = dyn Fn(&Tensor<E>, &Tensor<i64>, &Tensor<i64>) -> Tensor<E>;
+
+fn indexing_ops_match_the_cpu<E: Float>() {
+    let mut rng = Rng::new(12);
+    let logits = Tensor::<f32>::randn([37, 11], &mut rng).cast::<E>();
+    let targets = Tensor::<i64>::from_vec((0..37).map(|i| (i * 7 % 11) as i64).collect(), [37]);
+    let ids = Tensor::<i64>::from_vec((0..50).map(|i| (i * 13 % 37) as i64).collect(), [5, 10]);
+    let on_gpu = |t: &Tensor<i64>| on(t, gpu());
+    let (gt, gi) = (on_gpu(&targets), on_gpu(&ids));
+    let both = |what: &str, f: &IndexingOp<E>| {
+        let x = logits.with_grad();
+        let gx = on(&logits, gpu()).with_grad();
+        let (cpu, cuda) = (f(&x, &targets, &ids), f(&gx, &gt, &gi));
+        assert_close(what, &cpu, &cuda);
+        let probe = Tensor::<f32>::randn(cpu.shape(), &mut Rng::new(1)).cast::<E>();
+        let cpu_grad = (&cpu * &probe).sum(..).backward().get(&x).unwrap();
+        let cuda_grad = (&cuda * &on(&probe, gpu()))
+            .sum(..)
+            .backward()
+            .get(&gx)
+            .unwrap();
+        assert_close(&format!("{what} (gradient)"), &cpu_grad, &cuda_grad);
+    };
+    both("cross_entropy", &|x, t, _| x.cross_entropy(t));
+    both("embedding", &|x, _, ids| x.embedding(ids));
+    both("gather, scatter_add", &|x, t, _| {
+        let picked = x.gather(1, &t.reshape([37, 1]));
+        x.scatter_add(1, &t.reshape([37, 1]), &picked)
+    });
+    both("index_add", &|x, _, ids| {
+        let rows = ids.flatten().narrow(0, 0, 20);
+        x.index_add(0, &rows, &x.index_select(0, &rows))
+    });
+    both("cumsum, logsumexp", &|x, _, _| {
+        x.cumsum(1) + x.logsumexp_keepdim(1) + x.cumsum(0)
+    });
+    let cpu = logits.argmax(-1).to_vec();
+    assert_eq!(cpu, on(&logits, gpu()).argmax(-1).to_vec(), "argmax");
+    let q = Tensor::<f32>::randn([2, 3, 17, 8], &mut rng).cast::<E>();
+    let k = Tensor::<f32>::randn([2, 3, 19, 8], &mut rng).cast::<E>();
+    let v = Tensor::<f32>::randn([2, 3, 19, 6], &mut rng).cast::<E>();
+    check("causal attention", &[q, k, v], |t| {
+        t[0].attention(&t[1], &t[2], true)
+    });
+    let image = Tensor::<f32>::randn([3, 4, 11, 9], &mut rng).cast::<E>();
+    let kernel = Tensor::<f32>::randn([5, 4, 3, 3], &mut rng).cast::<E>();
+    check("conv2d", &[image, kernel], |t| {
+        t[0].conv2d(&t[1], None, 2, 1)
+    });
+    let dropped = |device: Device| {
+        logits
+            .to_device(device)
+            .unwrap()
+            .dropout(0.3, &mut Rng::new(2))
+    };
+    assert_close("dropout", &dropped(Device::Cpu), &dropped(gpu()));
+}
+
+#[test]
+#[ignore = "needs a CUDA device"]
+fn indexing_losses_attention_and_conv_match_the_cpu() {
+    indexing_ops_match_the_cpu::<f32>();
+    indexing_ops_match_the_cpu::<bf16>();
+    indexing_ops_match_the_cpu::<f16>();
+}
+
+/// The digits MLP (Adam, cross-entropy, GELU, the scaler in 16-mixed) trained two epochs on each device:
+/// the same first loss, final losses within the modes' tolerance, accuracies within two points.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn digits_training_matches_the_cpu_run() {
+    let data = load_digits(common::digits::DEFAULT_PATH).expect("data in the repository");
+    let config = Config {
+        epochs: 2,
+        batch: 64,
+        lr: 1e-2,
+        seed: 0,
+    };
+    for (precision, tolerance) in [
+        (Precision::F32True, 1e-3),
+        (Precision::Bf16Mixed, 3e-2),
+        (Precision::F16Mixed, 1e-2),
+    ] {
+        let run = |device| {
+            let options = Options {
+                device,
+                ..Options::default()
+            };
+            train_with(&data, &[64, 64, 10], precision, config, options).expect("a supported mode")
+        };
+        let (cpu, cuda) = (run(Device::Cpu), run(gpu()));
+        assert!(
+            (cpu.first_loss - cuda.first_loss).abs() <= tolerance * cpu.first_loss,
+            "{precision}: first loss {} on the CPU, {} on the GPU",
+            cpu.first_loss,
+            cuda.first_loss
+        );
+        assert!(
+            (cpu.final_loss - cuda.final_loss).abs() <= 10.0 * tolerance * cpu.final_loss,
+            "{precision}: final loss {} on the CPU, {} on the GPU",
+            cpu.final_loss,
+            cuda.final_loss
+        );
+        assert!(
+            (cpu.accuracy - cuda.accuracy).abs() <= 2.0,
+            "{precision}: accuracy {}% on the CPU, {}% on the GPU",
+            cpu.accuracy,
+            cuda.accuracy
+        );
+    }
 }
 
 #[test]
@@ -288,6 +407,47 @@ fn the_scaler_skips_a_step_with_an_infinite_gradient_on_the_device() {
     let g = unscaled.grads().get(&w2).unwrap();
     assert_eq!(g.device(), gpu());
     assert_eq!(g.to_vec(), vec![3.0, 3.0], "unscaled exactly");
+}
+
+/// AdamW on weights on the device (moments kept there, the fused kernel) against the CPU: the same
+/// weights after a few steps, the same exported state, and a state loaded back continues identically.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn adamw_on_the_device_matches_the_cpu_and_its_state_round_trips() {
+    use amp::train::{Adam, AdamConfig, Optimizer};
+    let mut rng = Rng::new(8);
+    let init = Tensor::<f32>::randn([33, 17], &mut rng);
+    let x = Tensor::<f32>::randn([5, 17], &mut rng);
+    let run = |device: Device, steps: usize| {
+        let w = Param::named("w", init.clone());
+        w.to_device(device).unwrap();
+        let mut opt = Adam::new(vec![w.clone()], AdamConfig::adamw(1e-2, 0.1));
+        let x = on(&x, device);
+        for _ in 0..steps {
+            let loss = x.linear(&w.get::<f32>(), None).tanh().sum(..);
+            opt.step(&loss.backward());
+        }
+        (w, opt)
+    };
+    let (cpu_w, cpu_opt) = run(Device::Cpu, 3);
+    let (gpu_w, gpu_opt) = run(gpu(), 3);
+    assert_close(
+        "weights after 3 AdamW steps",
+        &cpu_w.value(),
+        &gpu_w.value(),
+    );
+    let (cpu_state, gpu_state) = (cpu_opt.state(), gpu_opt.state());
+    for ((name, a), (_, b)) in cpu_state.tensors.iter().zip(&gpu_state.tensors) {
+        assert_close(name, a, &on(b, gpu()));
+    }
+    // A fresh optimizer loading the device run's state continues as the CPU run does.
+    let w = Param::named("w", gpu_w.value());
+    let mut resumed = Adam::new(vec![w.clone()], AdamConfig::adamw(1e-2, 0.1));
+    resumed.load_state(&gpu_state).unwrap();
+    let (cpu_w5, _) = run(Device::Cpu, 4);
+    let loss = on(&x, gpu()).linear(&w.get::<f32>(), None).tanh().sum(..);
+    resumed.step(&loss.backward());
+    assert_close("weights after resuming", &cpu_w5.value(), &w.value());
 }
 
 /// Runs everywhere: a device that is not there is an error naming it, and nothing panics.

@@ -58,7 +58,7 @@ pub struct Config {
     pub seed: u64,
 }
 
-/// The optimizer and the update rounding (Adam and round-to-nearest by default).
+/// The optimizer, the update rounding and the device (Adam, round-to-nearest and the CPU by default).
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub optimizer: OptimizerKind,
@@ -66,6 +66,8 @@ pub struct Options {
     pub weight_decay: f64,
     /// How `-true` modes round weight updates (ignored by the modes with f32 weights).
     pub rounding: UpdateRounding,
+    /// Where the model, the data and the computation live.
+    pub device: Device,
 }
 
 impl Default for Options {
@@ -74,6 +76,7 @@ impl Default for Options {
             optimizer: OptimizerKind::Adam,
             weight_decay: 0.0,
             rounding: UpdateRounding::Nearest,
+            device: Device::Cpu,
         }
     }
 }
@@ -130,6 +133,13 @@ fn train_under<P: Policy>(
     stats::reset_peak_rss();
     let mut rng = Rng::new(config.seed);
     let model = Mlp::<P>::new(widths, &mut rng);
+    let device = options.device;
+    // Checked by the caller (`Device::cuda`), so a failure here is a lost device.
+    let on_device = |t: &Tensor<f32>| t.to_device(device).expect("the device was checked");
+    for p in model.params() {
+        p.to_device(device).expect("the device was checked");
+    }
+    let (train_x, test_x) = (on_device(&data.train_x), on_device(&data.test_x));
     let optimizer = options.optimizer.build(
         model.params(),
         config.lr,
@@ -149,11 +159,14 @@ fn train_under<P: Policy>(
         let (mut total, mut batches) = (0.0, 0);
         for chunk in order.chunks(config.batch) {
             let index = Tensor::from_vec(chunk.iter().map(|&i| i as i64).collect(), [chunk.len()]);
-            let x = data.train_x.index_select(0, &index);
+            let index = index.to_device(device).expect("the device was checked");
+            let x = train_x.index_select(0, &index);
             let y = Tensor::from_vec(
                 chunk.iter().map(|&i| data.train_y[i]).collect(),
                 [chunk.len()],
-            );
+            )
+            .to_device(device)
+            .expect("the device was checked");
             let loss = trainer.step(|_| model.loss(&x, &y)).loss;
             total += loss;
             batches += 1;
@@ -162,8 +175,10 @@ fn train_under<P: Policy>(
         epoch_loss = total / batches as f32;
     }
     let seconds = start.elapsed().as_secs_f64();
-    let predicted = no_grad(|| model.forward(&data.test_x).argmax(-1));
+    let predicted = no_grad(|| model.forward(&test_x).argmax(-1));
     let correct = predicted
+        .to_device(Device::Cpu)
+        .expect("the device was checked")
         .eq(&data.test_y)
         .to_vec()
         .iter()

@@ -43,6 +43,9 @@ pub enum DeviceError {
     /// amp was built without its `cuda` feature.
     #[error("{0} needs amp's `cuda` feature (build with `--features cuda`)")]
     NotCompiled(Device),
+    /// A device name that is not `cpu`, `cuda` or `cuda:N`.
+    #[error("unknown device {0:?}: expected cpu, cuda or cuda:N")]
+    Unknown(String),
     /// The CUDA backend could not serve the request: no driver, no such device, a missing library, or an
     /// error the driver reported.
     #[error("{device}: {message}")]
@@ -82,6 +85,31 @@ impl Device {
         return cuda::device_count().unwrap_or(0);
         #[cfg(not(feature = "cuda"))]
         0
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = DeviceError;
+
+    /// Parses `cpu`, `cuda` (device 0) or `cuda:N`, as PyTorch names devices. Parsing does not check
+    /// that the device exists: [`Device::cuda`] does.
+    ///
+    /// ```
+    /// use amp_runtime::Device;
+    /// assert_eq!("cuda:1".parse::<Device>().unwrap(), Device::Cuda(1));
+    /// assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+    /// assert!("gpu".parse::<Device>().is_err());
+    /// ```
+    fn from_str(name: &str) -> Result<Device, DeviceError> {
+        let unknown = || DeviceError::Unknown(name.to_string());
+        match name.trim() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            other => {
+                let ordinal = other.strip_prefix("cuda:").ok_or_else(unknown)?;
+                ordinal.parse().map(Device::Cuda).map_err(|_| unknown())
+            }
+        }
     }
 }
 

@@ -196,6 +196,47 @@ impl Param {
         Ok(())
     }
 
+    /// Updates a master weight that lives on a device with `f` on (a copy of) its buffer, then rounds it
+    /// to the storage type for the `-true` modes. Returns `false`, doing nothing, for a weight on the CPU
+    /// or a rounding mode that runs on the host (stochastic, Kahan): callers then use
+    /// [`update`](Self::update).
+    ///
+    /// Panics if the device fails (naming it): the weight keeps its old value then.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn update_on_device(
+        &self,
+        f: impl FnOnce(&mut amp_kernels::cuda::DeviceBuffer) -> Result<(), amp_kernels::cuda::CudaError>,
+    ) -> bool {
+        use amp_kernels::cuda;
+        let mut state = self.state();
+        let Some(buffer) = state.value.storage().buffer() else {
+            return false;
+        };
+        let storage = state.storage;
+        if storage != DType::F32 && state.rounding.mode() != UpdateRounding::Nearest {
+            return false;
+        }
+        let device = state.value.device();
+        let updated = buffer.try_clone().and_then(|mut w| {
+            f(&mut w)?;
+            if storage != DType::F32 {
+                w = cuda::cast(&cuda::cast(&w, storage)?, DType::F32)?;
+            }
+            Ok(w)
+        });
+        let updated =
+            updated.unwrap_or_else(|e| panic!("optimizer step of a weight on {device}: {e}"));
+        let shape = state.value.shape().to_vec();
+        state.value = Tensor::from_storage(
+            Arc::new(crate::device::Storage::cuda(updated)),
+            shape,
+            Some(self.inner.leaf.clone()),
+        );
+        state.version += 1;
+        state.casts.clear();
+        true
+    }
+
     /// Updates the master weight in place (copying first if anything else still holds the old value,
     /// such as a graph saved for backward) and bumps the version.
     ///

@@ -78,12 +78,60 @@ pub struct Adam {
     steps: u64,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct Moments {
     /// Updates of this parameter so far (a parameter without a gradient does not advance).
     step: u64,
+    /// The moments of a weight on the CPU (or loaded from a checkpoint, until the first step).
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
+    /// The moments of a weight on a device, which stay there.
+    #[cfg(feature = "cuda")]
+    on_device: Option<[amp_kernels::cuda::DeviceBuffer; 2]>,
+}
+
+impl Moments {
+    /// The moments as host vectors (copied from the device where they live there).
+    fn host(&self) -> (Vec<f32>, Vec<f32>) {
+        #[cfg(feature = "cuda")]
+        if let Some([m, v]) = &self.on_device {
+            let download = |b: &amp_kernels::cuda::DeviceBuffer| {
+                b.download::<f32>()
+                    .unwrap_or_else(|e| panic!("Adam state on cuda:{}: {e}", b.gpu().ordinal()))
+            };
+            return (download(m), download(v));
+        }
+        (self.exp_avg.clone(), self.exp_avg_sq.clone())
+    }
+
+    /// One fused Adam step of a weight on a device, with the moments kept there (moved there from the
+    /// host on the first step). `false` when the weight or its gradient is not on a device, or its
+    /// rounding runs on the host.
+    #[cfg(feature = "cuda")]
+    fn step_on_device(&mut self, param: &Param, grad: &Tensor<f32>, hp: &AdamStep) -> bool {
+        use amp_kernels::DType;
+        use amp_kernels::cuda::{self, DeviceBuffer};
+        let Some(g) = grad.storage().buffer() else {
+            return false;
+        };
+        let gpu = g.gpu().clone();
+        let moments = match self.on_device.take() {
+            Some(moments) => Ok(moments),
+            None if self.exp_avg.is_empty() => DeviceBuffer::zeros(&gpu, DType::F32, g.len())
+                .and_then(|m| Ok([m, DeviceBuffer::zeros(&gpu, DType::F32, g.len())?])),
+            None => DeviceBuffer::upload(&gpu, &self.exp_avg)
+                .and_then(|m| Ok([m, DeviceBuffer::upload(&gpu, &self.exp_avg_sq)?])),
+        };
+        let [mut m, mut v] =
+            moments.unwrap_or_else(|e| panic!("Adam state on cuda:{}: {e}", gpu.ordinal()));
+        let done = param.update_on_device(|w| cuda::adam_step(w, g, &mut m, &mut v, hp));
+        if done {
+            self.exp_avg = Vec::new();
+            self.exp_avg_sq = Vec::new();
+            self.on_device = Some([m, v]);
+        }
+        done
+    }
 }
 
 impl Adam {
@@ -105,7 +153,7 @@ impl Adam {
             panic!("Adam: betas ({b1}, {b2}) must be in [0, 1)");
         }
         Adam {
-            moments: vec![Moments::default(); params.len()],
+            moments: params.iter().map(|_| Moments::default()).collect(),
             params,
             config,
             steps: 0,
@@ -139,10 +187,6 @@ impl Optimizer for Adam {
             let Some(grad) = grads.get(param) else {
                 continue;
             };
-            if moments.exp_avg.is_empty() {
-                moments.exp_avg = vec![0.0; param.numel()];
-                moments.exp_avg_sq = vec![0.0; param.numel()];
-            }
             moments.step += 1;
             let hp = AdamStep {
                 lr,
@@ -153,6 +197,23 @@ impl Optimizer for Adam {
                 decoupled: self.config.decoupled,
                 step: moments.step,
             };
+            #[cfg(feature = "cuda")]
+            if moments.step_on_device(param, &grad, &hp) {
+                continue;
+            }
+            #[cfg(feature = "cuda")]
+            if let Some(on_device) = moments.on_device.take() {
+                // A weight moved back to the host: its moments come along.
+                let [m, v] = on_device.map(|b| {
+                    b.download::<f32>()
+                        .unwrap_or_else(|e| panic!("Adam state: {e}"))
+                });
+                (moments.exp_avg, moments.exp_avg_sq) = (m, v);
+            }
+            if moments.exp_avg.is_empty() {
+                moments.exp_avg = vec![0.0; param.numel()];
+                moments.exp_avg_sq = vec![0.0; param.numel()];
+            }
             let (m, v) = (&mut moments.exp_avg, &mut moments.exp_avg_sq);
             param.update(|w| cpu::adam_step(w, &grad.host_data(), m, v, &hp));
         }
@@ -179,13 +240,14 @@ impl Optimizer for Adam {
                 format!("{key}.step"),
                 Tensor::from_vec(vec![m.step as f32], [1]),
             ));
+            let (exp_avg, exp_avg_sq) = m.host();
             tensors.push((
                 format!("{key}.exp_avg"),
-                Tensor::from_vec(m.exp_avg.clone(), p.shape()),
+                Tensor::from_vec(exp_avg, p.shape()),
             ));
             tensors.push((
                 format!("{key}.exp_avg_sq"),
-                Tensor::from_vec(m.exp_avg_sq.clone(), p.shape()),
+                Tensor::from_vec(exp_avg_sq, p.shape()),
             ));
         }
         OptimizerState {
@@ -214,11 +276,9 @@ impl Optimizer for Adam {
                 let step = find_buffer(state, &names[0], &[1])?.to_vec()[0] as u64;
                 let exp_avg = find_buffer(state, &names[1], &p.shape())?.to_vec();
                 let exp_avg_sq = find_buffer(state, &names[2], &p.shape())?.to_vec();
-                moments.push(Moments {
-                    step,
-                    exp_avg,
-                    exp_avg_sq,
-                });
+                let mut loaded = Moments::default();
+                (loaded.step, loaded.exp_avg, loaded.exp_avg_sq) = (step, exp_avg, exp_avg_sq);
+                moments.push(loaded);
             }
             known.extend(names);
         }
