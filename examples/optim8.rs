@@ -221,6 +221,7 @@ fn gpt_settings(args: &Args) -> TrainSettings {
         sample: None,
         progress: false,
         quiet: true,
+        device: amp::Device::Cpu,
     }
 }
 

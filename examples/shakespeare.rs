@@ -53,6 +53,9 @@ fn main() -> Result<(), Failure> {
     let context = args.context;
     let corpus = Corpus::load(&args.data, TRAIN_FRACTION, context + 1)?;
     let config = args.model(corpus.vocab.len());
+    if let Device::Cuda(n) = args.device {
+        Device::cuda(n)?;
+    }
     let settings = args.settings();
     let options = args.optimizer()?;
     for precision in args.precisions() {

@@ -409,6 +409,42 @@ fn the_scaler_skips_a_step_with_an_infinite_gradient_on_the_device() {
     assert_eq!(g.to_vec(), vec![3.0, 3.0], "unscaled exactly");
 }
 
+/// The Shakespeare GPT (embeddings, causal attention, layer norm, AdamW with clipping and a schedule)
+/// trained a few steps on each device: the same losses within the mode's tolerance.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn gpt_training_matches_the_cpu_run() {
+    use clap::Parser;
+    use common::gpt::GptConfig;
+    use common::gpt_train::train;
+    use common::shakespeare_cli::Args;
+    use common::text::{Corpus, SHAKESPEARE_PATH};
+    let corpus = Corpus::load(std::path::Path::new(SHAKESPEARE_PATH), 0.9, 33).unwrap();
+    let config = GptConfig {
+        vocab_size: corpus.vocab.len(),
+        context: 32,
+        width: 64,
+        layers: 2,
+        heads: 2,
+    };
+    for (precision, tolerance) in [(Precision::F32True, 1e-3), (Precision::Bf16Mixed, 2e-2)] {
+        let run = |device| {
+            let mut settings = Args::parse_from(["shakespeare"]).settings();
+            (settings.batch, settings.steps, settings.warmup) = (8, 6, 2);
+            (settings.eval_every, settings.eval_batches) = (3, 1);
+            (settings.progress, settings.quiet, settings.device) = (false, true, device);
+            train(precision, &corpus, config, &settings).unwrap()
+        };
+        let (cpu, cuda) = (run(Device::Cpu), run(gpu()));
+        for ((step, a), (_, b)) in cpu.train_curve.iter().zip(&cuda.train_curve) {
+            assert!(
+                (a - b).abs() <= tolerance * a.abs() * (1.0 + *step as f32 / 3.0),
+                "{precision}: step {step} loss {a} on the CPU, {b} on the GPU"
+            );
+        }
+    }
+}
+
 /// AdamW on weights on the device (moments kept there, the fused kernel) against the CPU: the same
 /// weights after a few steps, the same exported state, and a state loaded back continues identically.
 #[test]

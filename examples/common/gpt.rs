@@ -186,7 +186,9 @@ impl<P: Policy> Gpt<P> {
             for _ in 0..count {
                 let window = &tokens[tokens.len().saturating_sub(self.config.context)..];
                 let ids: Vec<i64> = window.iter().map(|&t| i64::from(t)).collect();
-                let logits = self.logits(&Tensor::from_vec(ids, [1, window.len()]));
+                let device = self.token_embedding.weight.value().device();
+                let ids = Tensor::from_vec(ids, [1, window.len()]).to_device(device);
+                let logits = self.logits(&ids.expect("the model's device works"));
                 let vocab = self.config.vocab_size;
                 let last = logits.to_vec().split_off((window.len() - 1) * vocab);
                 tokens.push(choose(&last, temperature, rng));

@@ -49,6 +49,8 @@ pub struct TrainSettings {
     pub progress: bool,
     /// Print nothing.
     pub quiet: bool,
+    /// Where the model, the batches and the computation live (checked by the caller).
+    pub device: Device,
 }
 
 /// What to generate after training.
@@ -264,12 +266,19 @@ fn train_under<P: Policy>(
         }
     }
     let first_step = run.step;
-    let valid = fixed_batches(
+    // After a resume, which loads the weights on the host.
+    for p in model.params() {
+        p.to_device(settings.device).map_err(|e| e.to_string())?;
+    }
+    let valid: Vec<Batch> = fixed_batches(
         &corpus.valid,
         settings.eval_batches,
         settings.batch,
         config.context,
-    );
+    )
+    .iter()
+    .map(|b| b.to_device(settings.device))
+    .collect::<Result<_, _>>()?;
     if run.step == 0 {
         // Where the loss starts (about ln(vocab) for a fresh model): the first point of the curve.
         run.valid_curve.push((0, evaluate(&model, &valid)));
@@ -287,7 +296,8 @@ fn train_under<P: Policy>(
     let mut step_time = Duration::ZERO;
     let mut last_valid = run.valid_curve.last().map_or(f32::NAN, |v| v.1);
     while run.step < last_step {
-        let batch = random_batch(&corpus.train, settings.batch, config.context, &mut rng);
+        let batch = random_batch(&corpus.train, settings.batch, config.context, &mut rng)
+            .to_device(settings.device)?;
         let began = Instant::now();
         let report = trainer.step(|_| model.loss(&batch.inputs, &batch.targets));
         step_time += began.elapsed();

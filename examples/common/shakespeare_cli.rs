@@ -3,6 +3,7 @@
 use super::gpt::GptConfig;
 use super::gpt_train::{OptimizerOptions, Sampling, TrainSettings};
 use super::optimizers::{OptimizerKind, parse_rounding};
+use amp::Device;
 use amp::train::Precision;
 use clap::Parser;
 use std::path::PathBuf;
@@ -87,6 +88,9 @@ pub struct Args {
     /// How bf16-true and 16-true round weight updates: nearest, stochastic (bf16-true only) or kahan
     #[arg(long, default_value = "nearest")]
     pub rounding: String,
+    /// Where to train: cpu, cuda or cuda:N (CUDA needs the `cuda` feature)
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
 }
 
 impl Args {
@@ -137,6 +141,7 @@ impl Args {
             seed: self.seed,
             checkpoint: self.checkpoint.clone(),
             resume: self.resume.clone(),
+            device: self.device,
             sample: self.sample.map(|chars| Sampling {
                 prompt: self.prompt.clone(),
                 chars,

@@ -129,6 +129,17 @@ pub struct Batch {
     pub targets: Tensor<i64>,
 }
 
+impl Batch {
+    /// The batch on `device`.
+    pub fn to_device(&self, device: Device) -> Result<Batch, String> {
+        let moved = |t: &Tensor<i64>| t.to_device(device).map_err(|e| e.to_string());
+        Ok(Batch {
+            inputs: moved(&self.inputs)?,
+            targets: moved(&self.targets)?,
+        })
+    }
+}
+
 /// The windows of `context + 1` tokens starting at `starts`, as a batch.
 fn windows(ids: &[u32], starts: &[usize], context: usize) -> Batch {
     let mut inputs = Vec::with_capacity(starts.len() * context);
