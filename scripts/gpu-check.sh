@@ -5,6 +5,10 @@
 #   scripts/gpu-check.sh                 build here with `--features cuda` and run (needs cargo and a GPU)
 #   scripts/gpu-check.sh --build DIR     only build: copy the stripped test and benchmark programs to DIR
 #   scripts/gpu-check.sh --run DIR       only run the programs in DIR (a GPU machine without Rust)
+#
+# Run from anywhere; it works in the repository root (the tests read data/). For a GPU machine without
+# Rust: `scripts/gpu-check.sh --build target/gpu-check` here (about 8 MB of programs), bring the
+# repository and that folder there, and run `scripts/gpu-check.sh --run target/gpu-check`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
