@@ -38,6 +38,7 @@ pub use quant8::{
 };
 pub use reduce::{Reduce, arg_reduce, cumsum, logsumexp, reduce};
 pub use rounding::{kahan_round_through, rounding_bits, stochastic_round_bf16};
+pub(crate) use simd::AdamConsts;
 pub use softmax::{log_softmax, log_softmax_backward, softmax, softmax_backward};
 pub use unary::{Unary, unary, unary_backward};
 

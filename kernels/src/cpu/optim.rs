@@ -1,6 +1,7 @@
 //! Training-step kernels: the fused unscale + non-finite check of the loss scaler, and the fused
 //! parameter updates of SGD and Adam/AdamW. Each makes one pass over its buffers.
 
+use super::AdamConsts;
 use crate::{Accum, Float};
 use rayon::prelude::*;
 
@@ -52,6 +53,30 @@ pub struct AdamStep {
     pub step: u64,
 }
 
+impl AdamConsts {
+    /// The constants of one step (bias corrections in f64, then f32), shared by every Adam kernel
+    /// (the CPU's and the CUDA one) so they all compute the same update.
+    pub(crate) fn of(hp: &AdamStep) -> Self {
+        let t = hp.step.max(1) as i32;
+        let bias1 = 1.0 - hp.beta1.powi(t);
+        let bias2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
+        let (l2, decay) = if hp.decoupled {
+            (0.0f32, (1.0 - hp.lr * hp.weight_decay) as f32)
+        } else {
+            (hp.weight_decay as f32, 1.0f32)
+        };
+        AdamConsts {
+            beta1: hp.beta1 as f32,
+            beta2: hp.beta2 as f32,
+            eps: hp.eps as f32,
+            step_size: (hp.lr / bias1) as f32,
+            inv_bias2_sqrt: (1.0 / bias2_sqrt) as f32,
+            l2,
+            decay,
+        }
+    }
+}
+
 /// One Adam/AdamW update of `param` in place, with first and second moments `m`, `v` (all f32):
 ///
 /// ```text
@@ -65,18 +90,8 @@ pub fn adam_step(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], 
         grad.len() == n && m.len() == n && v.len() == n,
         "adam_step: buffer lengths differ"
     );
-    let t = hp.step.max(1) as i32;
-    let bias1 = 1.0 - hp.beta1.powi(t);
-    let bias2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
-    let (beta1, beta2, eps) = (hp.beta1 as f32, hp.beta2 as f32, hp.eps as f32);
-    let step_size = (hp.lr / bias1) as f32;
-    let inv_bias2_sqrt = (1.0 / bias2_sqrt) as f32;
-    let (l2, decay) = if hp.decoupled {
-        (0.0f32, (1.0 - hp.lr * hp.weight_decay) as f32)
-    } else {
-        (hp.weight_decay as f32, 1.0f32)
-    };
-    let consts = super::simd::AdamConsts {
+    let consts = AdamConsts::of(hp);
+    let AdamConsts {
         beta1,
         beta2,
         eps,
@@ -84,7 +99,7 @@ pub fn adam_step(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], 
         inv_bias2_sqrt,
         l2,
         decay,
-    };
+    } = consts;
     if super::simd::adam_step(param, grad, m, v, consts) {
         return;
     }

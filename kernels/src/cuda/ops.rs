@@ -5,7 +5,7 @@
 use super::device::{elementwise_config, launch, rows_config};
 use super::{CudaError, DeviceBuffer};
 use crate::DType;
-use crate::cpu::{AdamStep, Binary, Broadcast, Compare, Dim3, Reduce, SgdStep, Unary};
+use crate::cpu::{AdamConsts, AdamStep, Binary, Broadcast, Compare, Dim3, Reduce, SgdStep, Unary};
 use cudarc::driver::DeviceRepr;
 
 /// The largest rank a broadcast layout on the device supports (`MAX_RANK` in `kernels.cu`).
@@ -460,17 +460,15 @@ pub fn adam_step(
 ) -> Result<(), CudaError> {
     same_device("adam_step", &[param, grad, m, v])?;
     let gpu = param.gpu().clone();
-    let t = hp.step.max(1) as i32;
-    let bias1 = 1.0 - hp.beta1.powi(t);
-    let bias2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
-    let (beta1, beta2, eps) = (hp.beta1 as f32, hp.beta2 as f32, hp.eps as f32);
-    let step_size = (hp.lr / bias1) as f32;
-    let inv_bias2_sqrt = (1.0 / bias2_sqrt) as f32;
-    let (l2, decay) = if hp.decoupled {
-        (0.0f32, (1.0 - hp.lr * hp.weight_decay) as f32)
-    } else {
-        (hp.weight_decay as f32, 1.0f32)
-    };
+    let AdamConsts {
+        beta1,
+        beta2,
+        eps,
+        step_size,
+        inv_bias2_sqrt,
+        l2,
+        decay,
+    } = AdamConsts::of(hp);
     let (wp, gp, mp, vp, n) = (
         param.ptr(),
         grad.ptr(),

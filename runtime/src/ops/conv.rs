@@ -11,6 +11,20 @@ use amp_kernels::cpu::{self, Binary, Conv2dGeometry};
 use amp_kernels::cuda;
 use std::sync::Arc;
 
+/// The column matrices of `n` images on the host, one [`cpu::im2col`] per image.
+fn im2col_host<E: Float>(x: &[E], geom: &Conv2dGeometry, n: usize) -> Vec<E> {
+    let (rows, cols) = (geom.col_rows(), geom.col_cols());
+    let image = geom.channels * geom.height * geom.width;
+    let mut columns = buffer::<E>(n * rows * cols);
+    for (x, c) in x
+        .chunks_exact(image.max(1))
+        .zip(columns.chunks_exact_mut((rows * cols).max(1)))
+    {
+        cpu::im2col(x, geom, c);
+    }
+    columns
+}
+
 /// A per-dimension setting (stride, padding) given once for both dimensions (`2`) or per dimension
 /// (`(2, 1)` or `[2, 1]`, height first).
 pub trait Pair {
@@ -97,14 +111,7 @@ impl<E: Float> Tensor<E> {
                 None => y,
             };
         }
-        let mut columns = buffer::<E>(n * rows * cols);
-        for (x, c) in self
-            .data()
-            .chunks_exact(image.max(1))
-            .zip(columns.chunks_exact_mut((rows * cols).max(1)))
-        {
-            cpu::im2col(x, &geom, c);
-        }
+        let columns = im2col_host(self.data(), &geom, n);
         // out[i] = W [out_c, rows] · columns[i] [rows, cols]
         let out: Vec<E> = gemm_new(
             spec(n, out_c, cols, rows, (false, false), (0, rows * cols)),
@@ -218,17 +225,7 @@ impl<E: Float> Tensor<E> {
         let (rows, cols) = (geom.col_rows(), geom.col_cols());
         let image = geom.channels * geom.height * geom.width;
         let out = on_device!("conv2d", [self],
-            cpu => {
-                let mut columns = buffer::<E>(n * rows * cols);
-                for (x, c) in self
-                    .data()
-                    .chunks_exact(image.max(1))
-                    .zip(columns.chunks_exact_mut((rows * cols).max(1)))
-                {
-                    cpu::im2col(x, &geom, c);
-                }
-                columns
-            },
+            cpu => im2col_host(self.data(), &geom, n),
             cuda [x] => cuda::im2col(x, &geom, n));
         let shape = self.shape().to_vec();
         Tensor::record(

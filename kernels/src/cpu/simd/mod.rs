@@ -64,16 +64,16 @@ pub(super) use rows::{
 
 /// Adam's per-step constants in f32, as the scalar `adam_step` derives them.
 #[derive(Clone, Copy)]
-pub(super) struct AdamConsts {
-    pub(super) beta1: f32,
-    pub(super) beta2: f32,
-    pub(super) eps: f32,
-    pub(super) step_size: f32,
-    pub(super) inv_bias2_sqrt: f32,
+pub(crate) struct AdamConsts {
+    pub(crate) beta1: f32,
+    pub(crate) beta2: f32,
+    pub(crate) eps: f32,
+    pub(crate) step_size: f32,
+    pub(crate) inv_bias2_sqrt: f32,
     /// Adam's L2 term added to the gradient (0 for AdamW).
-    pub(super) l2: f32,
+    pub(crate) l2: f32,
     /// AdamW's decay factor applied to the weight (1 for Adam).
-    pub(super) decay: f32,
+    pub(crate) decay: f32,
 }
 
 /// SGD's per-step constants in f32, as the scalar `sgd_step` derives them.
