@@ -300,6 +300,23 @@ fn casts_are_bit_exact_with_the_cpu() {
             .collect(),
         "f64 -> bf16 (no double rounding)",
     );
+    // Saturating, NaN to 0, truncating toward zero, as Rust's `as`.
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        -f32::INFINITY,
+        3e19,
+        -3e19,
+        2.5,
+        -2.5,
+        1e-30,
+    ];
+    let specials = Tensor::from_vec(specials.to_vec(), [specials.len()]);
+    assert_eq!(
+        specials.cast::<i64>().to_vec(),
+        on(&specials, gpu()).cast::<i64>().to_vec(),
+        "f32 -> i64"
+    );
 }
 
 #[track_caller]
@@ -484,6 +501,35 @@ fn adamw_on_the_device_matches_the_cpu_and_its_state_round_trips() {
     let loss = on(&x, gpu()).linear(&w.get::<f32>(), None).tanh().sum(..);
     resumed.step(&loss.backward());
     assert_close("weights after resuming", &cpu_w5.value(), &w.value());
+}
+
+/// SGD with Nesterov momentum on weights on the device (buffer kept there) against the CPU.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn sgd_on_the_device_matches_the_cpu() {
+    use amp::train::{Optimizer, Sgd, SgdConfig};
+    let mut rng = Rng::new(6);
+    let init = Tensor::<f32>::randn([21, 13], &mut rng);
+    let x = Tensor::<f32>::randn([4, 13], &mut rng);
+    let run = |device: Device| {
+        let w = Param::named("w", init.clone());
+        w.to_device(device).unwrap();
+        let config = SgdConfig::new(0.05)
+            .momentum(0.9)
+            .nesterov()
+            .weight_decay(1e-3);
+        let mut opt = Sgd::new(vec![w.clone()], config);
+        let x = on(&x, device);
+        for _ in 0..4 {
+            let loss = x.linear(&w.get::<f32>(), None).sigmoid().sum(..);
+            opt.step(&loss.backward());
+        }
+        (w.value(), opt.state())
+    };
+    let ((cpu_w, cpu_state), (gpu_w, gpu_state)) = (run(Device::Cpu), run(gpu()));
+    assert_close("weights after 4 SGD steps", &cpu_w, &gpu_w);
+    let (a, b) = (&cpu_state.tensors[0].1, &gpu_state.tensors[0].1);
+    assert_close("momentum buffer", a, &on(b, gpu()));
 }
 
 /// Runs everywhere: a device that is not there is an error naming it, and nothing panics.

@@ -22,6 +22,12 @@ fn expected_kernels() -> Vec<String> {
             "softmax_backward",
             "norm_backward",
             "unscale_and_check",
+            "scatter_add",
+            "index_add",
+            "arg_reduce",
+            "cumsum",
+            "logsumexp",
+            "col2im",
         ] {
             names.push(format!("{kernel}_{i}"));
         }

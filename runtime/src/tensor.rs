@@ -213,14 +213,17 @@ impl<E: Element> Tensor<E> {
     }
 
     /// The elements as an owned vector: the buffer itself when nothing else shares it, else a copy.
+    ///
+    /// Panics if copying from a device fails (the device is lost).
     pub(crate) fn into_vec(self) -> Vec<E> {
+        let copied = |s: &Storage<E>| s.to_host_vec().unwrap_or_else(|e| panic!("{e}"));
         match Arc::try_unwrap(self.inner) {
             Ok(inner) => match Arc::try_unwrap(inner.data) {
                 // Taken out of the storage, so its drop has nothing to give back to the pool.
                 Ok(mut storage) => storage.take_vec(),
-                Err(shared) => shared.host_slice(&inner.shape).to_vec(),
+                Err(shared) => copied(&shared),
             },
-            Err(shared) => shared.data.host_slice(&shared.shape).to_vec(),
+            Err(shared) => copied(&shared.data),
         }
     }
 

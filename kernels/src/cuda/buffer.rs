@@ -26,6 +26,14 @@ impl std::fmt::Debug for DeviceBuffer {
     }
 }
 
+impl Drop for DeviceBuffer {
+    fn drop(&mut self) {
+        // cudarc frees the memory (right after this) in whatever context is current on the dropping
+        // thread; make it this buffer's. A failure here leaves nothing better to do than the free.
+        let _ = self.gpu.stream().context().bind_to_thread();
+    }
+}
+
 /// The bytes of a slice of elements (every element type is plain data without padding).
 fn as_bytes<E: Elem>(data: &[E]) -> &[u8] {
     // SAFETY: the element types are f32, f64, bf16, f16, i64 and bool: no padding, any byte readable.

@@ -69,8 +69,10 @@ pub fn compiled_kernels() -> Result<Ptx, CudaError> {
     PTX.get_or_init(|| {
         library_present("nvrtc")?;
         let options = CompileOptions {
-            // IEEE division and square roots, no flush to zero: the CPU kernels' arithmetic.
+            // IEEE division and square roots, no flush to zero and no contraction of a·b + c into one
+            // rounding: the CPU kernels' arithmetic, operation for operation.
             ftz: Some(false),
+            fmad: Some(false),
             prec_div: Some(true),
             prec_sqrt: Some(true),
             ..Default::default()
@@ -105,6 +107,16 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, CudaError> {
     unsafe { context.disable_event_tracking() };
     let stream = context.default_stream();
     let blas = CudaBlas::new(stream.clone())?;
+    // Sums of a bf16/f16 product are kept in f32 until the one final rounding, as on the CPU (by default
+    // cuBLAS may reduce split-K partial sums in the output type).
+    // SAFETY: the handle was just created and is used on this thread only.
+    let status = unsafe {
+        cudarc::cublas::sys::cublasSetMathMode(
+            *blas.handle(),
+            cudarc::cublas::sys::cublasMath_t::CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION,
+        )
+    };
+    status.result()?;
     let module = context.load_module(ptx)?;
     let gpu = Arc::new(Gpu {
         ordinal,

@@ -41,6 +41,7 @@ pub fn gemm(
     out_type: DType,
     accumulate_into: Option<DeviceBuffer>,
 ) -> Result<DeviceBuffer, CudaError> {
+    super::ops::same_device("matmul", &[a, b])?;
     let operand_type = narrower(a.dtype(), b.dtype());
     let (a_cast, b_cast);
     let a = if a.dtype() == operand_type {
@@ -68,7 +69,13 @@ pub fn gemm(
         Some(c) => cast(&c, native_out)?,
         None => DeviceBuffer::uninit(&gpu, native_out, spec.batch * spec.m * spec.n)?,
     };
-    if spec.batch * spec.m * spec.n > 0 {
+    if spec.k == 0 {
+        // An empty sum: zeros, or C unchanged when accumulating (cuBLAS rejects the zero leading
+        // dimensions this would need).
+        if !spec.accumulate {
+            return DeviceBuffer::zeros(&gpu, out_type, spec.batch * spec.m * spec.n);
+        }
+    } else if spec.batch * spec.m * spec.n > 0 {
         run(spec, a, b, &c, operand_type)?;
     }
     if native_out == out_type {

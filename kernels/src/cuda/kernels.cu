@@ -340,7 +340,7 @@ template <class A> __device__ A block_reduce(A v, int op, A* shared) {
                 acc = op < 2 ? acc + v : (op == 2 ? max_nan(acc, v) : min_nan(acc, v)); \
             } \
             A r = block_reduce(acc, op < 2 ? 0 : op, shared); \
-            if (op == 1) r = r / (A)d.size; \
+            if (op == 1) r = r * (A)(1.0 / (double)d.size); \
             if (threadIdx.x == 0) out[o] = convert<O>(r); \
         } \
     }

@@ -133,9 +133,10 @@ impl<E: Float> Tensor<E> {
                 .mean(..)
         });
         let n = self.numel() as f64;
-        Tensor::record_vec(
+        Tensor::record(
             "bce_with_logits",
-            vec![loss.item().cast::<E>()],
+            // Kept where the inputs are (a device loss stays on the device).
+            loss.cast::<E>().storage().clone(),
             Vec::new(),
             &[self.node(), target.node()],
             move |g, needs| {
@@ -162,7 +163,7 @@ impl<E: Float> Tensor<E> {
     pub fn binary_cross_entropy(&self, target: &Tensor<E>) -> Tensor<E> {
         self.check_same_shape("binary_cross_entropy", target);
         if let Some(p) = self
-            .data()
+            .host_data()
             .iter()
             .find(|p| !(p.to_f64() >= 0.0 && p.to_f64() <= 1.0))
         {
@@ -194,9 +195,10 @@ impl<E: Float> Tensor<E> {
                 .neg()
         });
         let n = self.numel() as f64;
-        Tensor::record_vec(
+        Tensor::record(
             "binary_cross_entropy",
-            vec![loss.item().cast::<E>()],
+            // Kept where the inputs are (a device loss stays on the device).
+            loss.cast::<E>().storage().clone(),
             Vec::new(),
             &[self.node(), target.node()],
             move |g, needs| {
@@ -246,9 +248,10 @@ impl<E: Float> Tensor<E> {
             .mean(..)
         });
         let n = self.numel() as f64;
-        Tensor::record_vec(
+        Tensor::record(
             "kl_div",
-            vec![loss.item().cast::<E>()],
+            // Kept where the inputs are (a device loss stays on the device).
+            loss.cast::<E>().storage().clone(),
             Vec::new(),
             &[self.node(), target.node()],
             move |g, needs| {

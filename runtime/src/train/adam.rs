@@ -128,8 +128,9 @@ impl Moments {
         if done {
             self.exp_avg = Vec::new();
             self.exp_avg_sq = Vec::new();
-            self.on_device = Some([m, v]);
         }
+        // Also when not done (the rounding runs on the host): the host path then downloads them.
+        self.on_device = Some([m, v]);
         done
     }
 }

@@ -69,8 +69,81 @@ impl SgdConfig {
 pub struct Sgd {
     params: Vec<Param>,
     config: SgdConfig,
-    buffers: Vec<Option<Vec<f32>>>,
+    buffers: Vec<Option<Momentum>>,
     steps: u64,
+}
+
+/// A momentum buffer, kept where its weight is.
+#[derive(Debug)]
+enum Momentum {
+    Host(Vec<f32>),
+    #[cfg(feature = "cuda")]
+    Device(amp_kernels::cuda::DeviceBuffer),
+}
+
+impl Momentum {
+    /// The buffer as a host vector (copied from the device where it lives there).
+    fn host(&self) -> Vec<f32> {
+        match self {
+            Momentum::Host(v) => v.clone(),
+            #[cfg(feature = "cuda")]
+            Momentum::Device(b) => b
+                .download::<f32>()
+                .unwrap_or_else(|e| panic!("SGD state on cuda:{}: {e}", b.gpu().ordinal())),
+        }
+    }
+}
+
+impl Momentum {
+    /// The buffer on the host, moved there if it was on a device (its weight moved back to the CPU, or
+    /// its rounding runs on the host).
+    fn host_mut(&mut self) -> &mut Vec<f32> {
+        #[cfg(feature = "cuda")]
+        if let Momentum::Device(_) = self {
+            *self = Momentum::Host(self.host());
+        }
+        match self {
+            Momentum::Host(v) => v,
+            #[cfg(feature = "cuda")]
+            Momentum::Device(_) => unreachable!("moved to the host above"),
+        }
+    }
+}
+
+/// One fused SGD step of a weight on a device with its momentum buffer kept there (moved there from the
+/// host on the first step). Gives the buffer back, and whether the step was taken: it is not when the
+/// gradient is on the CPU or the weight's rounding runs on the host.
+#[cfg(feature = "cuda")]
+fn step_on_device(
+    param: &Param,
+    grad: &Tensor<f32>,
+    buffer: Option<Momentum>,
+    hp: &SgdStep,
+) -> (Option<Momentum>, bool) {
+    use amp_kernels::DType;
+    use amp_kernels::cuda::{self, DeviceBuffer};
+    let Some(g) = grad.storage().buffer() else {
+        return (buffer, false);
+    };
+    let gpu = g.gpu().clone();
+    let first = buffer.is_none();
+    let device_buffer = match buffer {
+        Some(Momentum::Device(b)) => Some(Ok(b)),
+        Some(Momentum::Host(v)) => Some(DeviceBuffer::upload(&gpu, &v)),
+        None if hp.momentum != 0.0 => Some(DeviceBuffer::zeros(&gpu, DType::F32, g.len())),
+        None => None,
+    };
+    let mut device_buffer = device_buffer
+        .transpose()
+        .unwrap_or_else(|e| panic!("SGD state on cuda:{}: {e}", gpu.ordinal()));
+    // Without momentum the buffer is not used (a loaded one is kept, as on the host).
+    let used = if hp.momentum != 0.0 {
+        device_buffer.as_mut()
+    } else {
+        None
+    };
+    let done = param.update_on_device(|w| cuda::sgd_step(w, g, used, first, hp));
+    (device_buffer.map(Momentum::Device), done)
 }
 
 impl Sgd {
@@ -91,7 +164,7 @@ impl Sgd {
             panic!("Sgd: Nesterov momentum requires a momentum and zero dampening");
         }
         Sgd {
-            buffers: vec![None; params.len()],
+            buffers: params.iter().map(|_| None).collect(),
             params,
             config,
             steps: 0,
@@ -122,14 +195,20 @@ impl Optimizer for Sgd {
                 continue;
             };
             let first = buffer.is_none();
-            if hp.momentum != 0.0 && first {
-                *buffer = Some(vec![0.0; param.numel()]);
+            #[cfg(feature = "cuda")]
+            {
+                let (kept, done) = step_on_device(param, &grad, buffer.take(), &hp);
+                *buffer = kept;
+                if done {
+                    continue;
+                }
             }
-            let buf = if hp.momentum != 0.0 {
-                buffer.as_deref_mut()
-            } else {
-                None
+            let buf = match buffer {
+                _ if hp.momentum == 0.0 => None,
+                None => Some(buffer.insert(Momentum::Host(vec![0.0; param.numel()]))),
+                Some(b) => Some(b),
             };
+            let buf = buf.map(|b| b.host_mut().as_mut_slice());
             param.update(|w| cpu::sgd_step(w, &grad.host_data(), buf, first, &hp));
         }
         self.steps += 1;
@@ -153,7 +232,7 @@ impl Optimizer for Sgd {
                 b.as_ref().map(|b| {
                     (
                         format!("{}.momentum_buffer", param_key(i, p)),
-                        Tensor::from_vec(b.clone(), p.shape()),
+                        Tensor::from_vec(b.host(), p.shape()),
                     )
                 })
             })
@@ -180,7 +259,9 @@ impl Optimizer for Sgd {
             // A parameter that never had a gradient has no buffer yet.
             let present = state.tensors.iter().any(|(n, _)| *n == name);
             buffers.push(if present {
-                Some(find_buffer(state, &name, &p.shape())?.to_vec())
+                Some(Momentum::Host(
+                    find_buffer(state, &name, &p.shape())?.to_vec(),
+                ))
             } else {
                 None
             });
