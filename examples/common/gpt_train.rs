@@ -267,9 +267,9 @@ fn train_under<P: Policy>(
     }
     let first_step = run.step;
     // After a resume, which loads the weights on the host.
-    for p in model.params() {
-        p.to_device(settings.device).map_err(|e| e.to_string())?;
-    }
+    model
+        .to_device(settings.device)
+        .map_err(|e| e.to_string())?;
     let valid: Vec<Batch> = fixed_batches(
         &corpus.valid,
         settings.eval_batches,

@@ -136,9 +136,7 @@ fn train_under<P: Policy>(
     let device = options.device;
     // Checked by the caller (`Device::cuda`), so a failure here is a lost device.
     let on_device = |t: &Tensor<f32>| t.to_device(device).expect("the device was checked");
-    for p in model.params() {
-        p.to_device(device).expect("the device was checked");
-    }
+    model.to_device(device).expect("the device was checked");
     let (train_x, test_x) = (on_device(&data.train_x), on_device(&data.test_x));
     let optimizer = options.optimizer.build(
         model.params(),

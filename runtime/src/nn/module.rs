@@ -38,6 +38,22 @@ pub trait Module {
         n
     }
 
+    /// Moves every parameter to `device` (PyTorch's `model.to(device)`), or says why it cannot; the
+    /// parameters moved before a failure stay moved, the rest stay where they were.
+    ///
+    /// ```
+    /// use amp_runtime::nn::{Linear, Module};
+    /// use amp_runtime::{Device, Rng};
+    /// let layer = Linear::new(4, 3, true, &mut Rng::new(0));
+    /// layer.to_device(Device::Cpu).unwrap();
+    /// if Device::cuda_count() == 0 {
+    ///     assert!(layer.to_device(Device::Cuda(0)).is_err());
+    /// }
+    /// ```
+    fn to_device(&self, device: crate::Device) -> Result<(), crate::DeviceError> {
+        self.params().iter().try_for_each(|p| p.to_device(device))
+    }
+
     /// Writes each parameter's dotted name into its name slot (optimizers and checkpoints use it).
     fn name_params(&self) {
         self.visit_params("", &mut |name, p| p.set_name(name));
