@@ -802,3 +802,58 @@ fn failed_save_keeps_the_last_good_checkpoint() {
     assert_eq!(entries(&dir), ["good.safetensors", "occupied"]);
     assert_eq!(std::fs::read(&good).unwrap(), good_bytes);
 }
+
+/// Rounding entries must name a parameter of the model and match its shape; a malformed name, a
+/// compensation without its counter, or a wrong dtype is refused, and a failed restore changes nothing.
+#[test]
+fn rounding_entries_are_checked() {
+    let model = Params(vec![("w", Param::new(Tensor::zeros([2])))]);
+    let w = ("model.w", "F32", &[2][..], f32_bytes(&[1.0, 2.0]));
+    let updates = |name: &'static str| (name, "U64", &[1][..], 7u64.to_le_bytes().to_vec());
+    let restore = |tensors: &[(&str, &str, &[usize], Vec<u8>)]| {
+        Checkpoint::from_bytes(&handmade(tensors, &[])).and_then(|c| c.restore_model(&model))
+    };
+    let err = restore(&[w.clone(), updates("rounding.v.updates")]).unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::UnexpectedTensor(n) if n == "rounding.v.updates"),
+        "{err}"
+    );
+    let err = restore(&[w.clone(), updates("rounding.w.counter")]).unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::UnexpectedTensor(n) if n == "rounding.w.counter"),
+        "{err}"
+    );
+    let compensation = (
+        "rounding.w.compensation",
+        "F32",
+        &[3][..],
+        f32_bytes(&[0.0; 3]),
+    );
+    let err = restore(&[
+        w.clone(),
+        updates("rounding.w.updates"),
+        compensation.clone(),
+    ])
+    .unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::Shape { name, .. } if name == "rounding.w.compensation"),
+        "{err}"
+    );
+    let err = restore(&[w.clone(), compensation]).unwrap_err();
+    assert!(
+        matches!(&err, CheckpointError::Missing(n) if n == "rounding.w.updates"),
+        "{err}"
+    );
+    let wrong = ("rounding.w.updates", "F32", &[1][..], f32_bytes(&[7.0]));
+    assert!(matches!(
+        restore(&[w.clone(), wrong]),
+        Err(CheckpointError::DType { .. })
+    ));
+    assert_eq!(
+        model.0[0].1.value().to_vec(),
+        [0.0, 0.0],
+        "nothing restored"
+    );
+    restore(&[w, updates("rounding.w.updates")]).unwrap();
+    assert_eq!(model.0[0].1.value().to_vec(), [1.0, 2.0]);
+}

@@ -130,6 +130,45 @@ fn a_resumed_run_continues_bit_identically() {
     }
 }
 
+/// bf16-true with stochastic rounding or Kahan-compensated updates also resumes bit-identically: the
+/// rounding counter and the compensation buffers are in the checkpoint.
+#[test]
+fn a_resumed_bf16_true_run_with_stochastic_or_kahan_rounding_continues_bit_identically() {
+    for (label, rounding) in [
+        ("stochastic", UpdateRounding::Stochastic { seed: 5 }),
+        ("kahan", UpdateRounding::Kahan),
+    ] {
+        let path = temp_path(&format!("resume-{label}.safetensors"));
+        let options = OptimizerOptions {
+            rounding,
+            ..OptimizerOptions::default()
+        };
+        let train = |settings: &TrainSettings| {
+            train_with(
+                Precision::Bf16True,
+                corpus(),
+                tiny_model(),
+                settings,
+                options,
+            )
+            .unwrap()
+        };
+        let mut settings = tiny_settings(10);
+        settings.eval_every = 3;
+        let uninterrupted = train(&settings);
+        let mut first = settings.clone();
+        first.stop_after = Some(6);
+        first.checkpoint = Some(path.clone());
+        train(&first);
+        let mut second = settings.clone();
+        second.resume = Some(path.clone());
+        let resumed = train(&second);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(resumed.train_curve, uninterrupted.train_curve, "{label}");
+        assert_eq!(resumed.valid_curve, uninterrupted.valid_curve, "{label}");
+    }
+}
+
 /// A resumed run must keep the options that shape the rest of the run (here the learning rate and the
 /// step count), and must have steps left to train; the errors say which options differ.
 #[test]

@@ -172,6 +172,18 @@ impl Param {
         state.casts.clear();
     }
 
+    /// The update rounding's carried state (see [`RoundingState::snapshot`]), for checkpoints.
+    pub(crate) fn rounding_snapshot(&self) -> Option<(u64, Option<Vec<f32>>)> {
+        self.state().rounding.snapshot()
+    }
+
+    /// Restores the update rounding's carried state saved by a checkpoint.
+    pub(crate) fn restore_rounding(&self, updates: u64, compensation: Option<&[f32]>) {
+        let mut state = self.state();
+        let storage = state.storage;
+        state.rounding.restore(updates, compensation, storage);
+    }
+
     /// Moves the master weight to `device` (a new version, so cached casts are made again there), or
     /// says why it cannot be moved; the parameter is unchanged then.
     ///

@@ -96,6 +96,9 @@ pub enum CheckpointError {
     /// The scaler state is invalid or does not fit the scaler.
     #[error("scaler state: {0}")]
     Scaler(#[from] ScalerError),
+    /// A parameter's saved value could not be copied to the device its parameter is on.
+    #[error("restoring onto a device: {0}")]
+    Device(#[from] crate::DeviceError),
 }
 
 /// One tensor ready to write: dtype, shape and little-endian bytes.
@@ -184,6 +187,8 @@ impl View for &Raw {
 /// | `scaler.hysteresis`         | I64   | `[1]`          | non-finite steps in a row to back off       |
 /// | `scaler.overflows_in_a_row` | I64   | `[1]`          | non-finite steps in a row so far            |
 /// | `rng.<name>`                | U64   | `[6]`          | [`Rng::state`]: 4 words, pending flag, bits |
+/// | `rounding.<name>.updates`   | U64   | `[1]`          | stochastic rounding's update counter        |
+/// | `rounding.<name>.compensation` | F32 | parameter's  | Kahan compensation (exact in f32)           |
 ///
 /// A generator's last two words are 1 and the pending normal sample's `f64` bits, or 0 and 0.
 ///
@@ -260,7 +265,10 @@ impl Checkpoint {
         Self::default()
     }
 
-    /// Adds every parameter of `model` as `model.<dotted name>` (f32).
+    /// Adds every parameter of `model` as `model.<dotted name>` (f32), and what a parameter's update
+    /// rounding carries between steps (stochastic rounding's counter as `rounding.<name>.updates`, the
+    /// Kahan compensation as `rounding.<name>.compensation`), so a resumed `-true` run rounds as the
+    /// uninterrupted one would.
     pub fn model(mut self, model: &dyn Module) -> Self {
         for (name, p) in model.named_params() {
             let value = p.value();
@@ -268,6 +276,15 @@ impl Checkpoint {
                 format!("model.{name}"),
                 Raw::f32(&value.to_vec(), value.shape()),
             ));
+            if let Some((updates, compensation)) = p.rounding_snapshot() {
+                let key = format!("rounding.{name}");
+                self.tensors
+                    .push((format!("{key}.updates"), Raw::u64s(&[updates])));
+                if let Some(c) = compensation {
+                    self.tensors
+                        .push((format!("{key}.compensation"), Raw::f32(&c, value.shape())));
+                }
+            }
         }
         self
     }
@@ -498,6 +515,18 @@ impl Checkpoint {
                 }
             } else if let Some(key) = name.strip_prefix("scaler.") {
                 scaler.insert(key, view);
+            } else if let Some(entry) = name.strip_prefix("rounding.") {
+                if let Some(param) = entry.strip_suffix(".updates") {
+                    check_dtype(name, &view, Dtype::U64)?;
+                    check_shape(name, &view, &[1])?;
+                    let updates = words(&view)[0];
+                    loaded.rounding.entry(param.to_string()).or_default().0 = Some(updates);
+                } else if let Some(param) = entry.strip_suffix(".compensation") {
+                    let values = decode_f32(name, &view)?;
+                    loaded.rounding.entry(param.to_string()).or_default().1 = Some(values);
+                } else {
+                    return Err(CheckpointError::UnexpectedTensor(name.to_string()));
+                }
             } else if let Some(rng) = name.strip_prefix("rng.") {
                 loaded
                     .rngs
@@ -537,6 +566,8 @@ pub struct LoadedCheckpoint {
     scaler: Option<ScalerState>,
     rngs: BTreeMap<String, ([u64; 4], Option<u64>)>,
     metadata: BTreeMap<String, String>,
+    /// Per parameter: the update rounding's counter and compensation.
+    rounding: BTreeMap<String, (Option<u64>, Option<Tensor<f32>>)>,
 }
 
 impl LoadedCheckpoint {
@@ -581,7 +612,8 @@ impl LoadedCheckpoint {
         self.matched_params(model).map(drop)
     }
 
-    /// Sets every parameter of `model` ([`Param::set`], which bumps its version) after
+    /// Sets every parameter of `model` ([`Param::set`], which bumps its version; the value is copied to
+    /// the device the parameter is on) after
     /// [checking](Self::check_model) all of them: on an error no parameter changes.
     pub fn restore_model(&self, model: &dyn Module) -> Result<(), CheckpointError> {
         self.restore(model, None, None, &mut [])
@@ -598,7 +630,16 @@ impl LoadedCheckpoint {
         scaler: Option<&mut GradScaler>,
         rngs: &mut [(&str, &mut Rng)],
     ) -> Result<(), CheckpointError> {
-        let params = self.matched_params(model)?;
+        // Each value goes where its parameter is (as PyTorch's load_state_dict copies into the existing
+        // tensors), so a model on a GPU stays there.
+        let params = self
+            .matched_params(model)?
+            .into_iter()
+            .map(|(param, value)| {
+                let value = value.to_device(param.value().device())?;
+                Ok((param, value))
+            })
+            .collect::<Result<Vec<_>, CheckpointError>>()?;
         let new_scaler = match scaler.as_deref() {
             Some(current) => {
                 let state = self
@@ -626,9 +667,13 @@ impl LoadedCheckpoint {
                 .ok_or_else(|| CheckpointError::Missing(KEY_KIND.into()))?;
             optimizer.load_state(state)?;
         }
+        let rounding = self.matched_rounding(model)?;
         // Nothing below can fail.
         for (param, value) in params {
-            param.set(value.clone());
+            param.set(value);
+        }
+        for (param, updates, compensation) in rounding {
+            param.restore_rounding(updates, compensation.map(|c| c.data()));
         }
         if let (Some(scaler), Some(restored)) = (scaler, new_scaler) {
             *scaler = restored;
@@ -637,6 +682,36 @@ impl LoadedCheckpoint {
             **rng = restored;
         }
         Ok(())
+    }
+
+    /// Each parameter of `model` with a saved rounding state: its counter and compensation, the
+    /// compensation's shape checked, no entry left over.
+    #[allow(clippy::type_complexity)]
+    fn matched_rounding(
+        &self,
+        model: &dyn Module,
+    ) -> Result<Vec<(Param, u64, Option<&Tensor<f32>>)>, CheckpointError> {
+        let named: HashMap<String, Param> = model.named_params().into_iter().collect();
+        let mut matched = Vec::new();
+        for (name, (updates, compensation)) in &self.rounding {
+            let key = format!("rounding.{name}");
+            let param = named
+                .get(name)
+                .ok_or_else(|| CheckpointError::UnexpectedTensor(format!("{key}.updates")))?;
+            let updates =
+                updates.ok_or_else(|| CheckpointError::Missing(format!("{key}.updates")))?;
+            if let Some(c) = compensation
+                && c.shape() != param.shape()
+            {
+                return Err(CheckpointError::Shape {
+                    name: format!("{key}.compensation"),
+                    expected: param.shape(),
+                    found: c.shape().to_vec(),
+                });
+            }
+            matched.push((param.clone(), updates, compensation.as_ref()));
+        }
+        Ok(matched)
     }
 
     /// Each parameter of `model` with its saved value, shapes checked, no saved parameter left over.

@@ -112,6 +112,39 @@ impl RoundingState {
         }
     }
 
+    /// What the mode carries between updates, for a checkpoint: the stochastic rounding counter and the
+    /// Kahan compensation (exact in f32). `None` for round-to-nearest, which carries nothing.
+    pub(crate) fn snapshot(&self) -> Option<(u64, Option<Vec<f32>>)> {
+        if self.mode == UpdateRounding::Nearest {
+            return None;
+        }
+        let compensation = match &self.compensation {
+            Compensation::None => None,
+            Compensation::Bf16(c) => Some(c.iter().map(|v| v.to_f32()).collect()),
+            Compensation::F16(c) => Some(c.iter().map(|v| v.to_f32()).collect()),
+        };
+        Some((self.updates, compensation))
+    }
+
+    /// Restores a [`snapshot`](Self::snapshot) into this (already configured) mode: the counter, and
+    /// the compensation rounded to the storage type (exactly: it was saved from that type). Nothing
+    /// changes under round-to-nearest.
+    pub(crate) fn restore(&mut self, updates: u64, compensation: Option<&[f32]>, storage: DType) {
+        if self.mode == UpdateRounding::Nearest {
+            return;
+        }
+        self.updates = updates;
+        self.compensation = match (compensation, storage) {
+            (Some(c), DType::BF16) => {
+                Compensation::Bf16(c.iter().map(|&v| bf16::from_f32(v)).collect())
+            }
+            (Some(c), DType::F16) => {
+                Compensation::F16(c.iter().map(|&v| f16::from_f32(v)).collect())
+            }
+            _ => Compensation::None,
+        };
+    }
+
     /// Bytes of the compensation buffer.
     pub(crate) fn bytes(&self) -> usize {
         match &self.compensation {
