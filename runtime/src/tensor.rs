@@ -273,7 +273,11 @@ impl<E: Float> Tensor<E> {
 impl<E: Element> fmt::Debug for Tensor<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const SHOWN: usize = 8;
-        let data = self.try_to_vec().unwrap_or_default();
+        // Borrowed on the CPU; a device tensor is copied (an unreachable device shows no elements).
+        let data = match self.device() {
+            Device::Cpu => std::borrow::Cow::Borrowed(self.data()),
+            _ => std::borrow::Cow::Owned(self.try_to_vec().unwrap_or_default()),
+        };
         write!(f, "Tensor<{}>{:?} [", E::DTYPE, self.shape())?;
         if self.device() != Device::Cpu {
             write!(f, "on {}: ", self.device())?;
