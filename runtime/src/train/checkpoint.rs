@@ -557,6 +557,9 @@ impl Checkpoint {
     }
 }
 
+/// A parameter with its saved update-rounding counter and compensation.
+type SavedRounding<'a> = (Param, u64, Option<&'a Tensor<f32>>);
+
 /// A checkpoint read by [`Checkpoint::load`]: checked, and ready to restore into a model, optimizer,
 /// scaler and generators.
 #[derive(Clone, Debug, Default)]
@@ -686,11 +689,10 @@ impl LoadedCheckpoint {
 
     /// Each parameter of `model` with a saved rounding state: its counter and compensation, the
     /// compensation's shape checked, no entry left over.
-    #[allow(clippy::type_complexity)]
     fn matched_rounding(
         &self,
         model: &dyn Module,
-    ) -> Result<Vec<(Param, u64, Option<&Tensor<f32>>)>, CheckpointError> {
+    ) -> Result<Vec<SavedRounding<'_>>, CheckpointError> {
         let named: HashMap<String, Param> = model.named_params().into_iter().collect();
         let mut matched = Vec::new();
         for (name, (updates, compensation)) in &self.rounding {
