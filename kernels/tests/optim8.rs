@@ -768,6 +768,13 @@ fn vector_and_scalar_paths_agree_bit_for_bit() {
                 .collect();
             g[s * 300] = f32::NAN;
             g[s * 300 + 1] = f32::INFINITY;
+            // Signed zeros and magnitudes that round to the zero code: the sign fix's cases.
+            g[s * 300 + 2] = -0.0;
+            g[s * 300 + 3] = -1e-30;
+            g[s * 300 + 4] = 1e-30;
+            // A square that overflows: an infinite second-moment absmax, so the block's other values
+            // divide to zero and the infinite one to NaN.
+            g[5000 + s] = 3e38;
             g[zero_block.clone()].fill(0.0);
             g
         })

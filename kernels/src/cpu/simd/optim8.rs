@@ -61,16 +61,27 @@ pub(crate) struct Tables {
     /// byte permutes, four times fewer instructions than f32 permutes over 16 lanes.
     planes: [[u8; 256]; 4],
     /// By octave (`max(exponent, 96) mod 32` of `|x|`, so octave 31 is [1, 2) and octave 0 everything
-    /// below 2^-30): the number of decades that start below the octave, and the start of the decade
-    /// that begins inside it (+inf if none; decades span more than an octave, so at most one does).
+    /// below 2^-30), for [`fast_codes`]: the number of its ranges that start below the octave, and the
+    /// start of the one that begins inside it (+inf if none; at most one does). Range `j` starts just
+    /// above the (tie-adjusted) midpoint between the zero code or the last entry of decade `j - 2`
+    /// and the next entry, so the range number says which decade's line places `|x|` (`j - 1`, or
+    /// number 8 for 1.0), and the midpoints between decades need no comparison of their own.
     octave_decade: [i32; 32],
     octave_start: [f32; 32],
-    /// By decade number: `|x|·slope - offset` is the position of `|x|` in the decade's entries
-    /// (entry `k` at `k + 1/2`, the midpoint between `k - 1` and `k` near `k`), for [`nearest_fast`].
+    /// By decade number, `FIXED` times: `|x|·slope - offset` is the position of `|x|` in the
+    /// decade's entries (entry `k` at `k + 1/2`, the midpoint between `k - 1` and `k` near `k`), for
+    /// [`fast_codes`]; `offset` itself is only kept inside `start_offset`.
     slope: [f32; 16],
-    offset: [f32; 16],
+    /// By decade number, `FIXED` times `offset - base` for the `offset` above, so that
+    /// `|x|·slope - start_offset` is the position among all codes (`base + p`, entry `c` at
+    /// `c + 1/2`) in fixed point, and the decade's last code `base + last`: [`fast_codes`] shifts to
+    /// the code itself. Number 0 (below every decade) and 8 (1.0), of slope 0, sit at their code
+    /// plus 1/2.
+    start_offset: [f32; 16],
+    last_code: [i32; 16],
     /// By decade number: the midpoint above the decade's last entry (to the next decade's first),
-    /// lowered by one ulp where a tie rounds up (odd lower code), so that `|x| > top` is the rounding.
+    /// lowered by one ulp where a tie rounds up (odd lower code), so that `|x| > top` is the rounding;
+    /// the f32 above it starts the next range of `octave_start`.
     top: [f32; 16],
     signed: bool,
 }
@@ -85,10 +96,13 @@ fn tie_adjusted(mid: f32, code: i32) -> f32 {
     }
 }
 
-/// How close (in entries) [`nearest_fast`]'s position may come to a midpoint before the exact search
-/// decides: the position's error is far below this (`fast_search_margin_holds` checks every midpoint),
-/// and few inputs fall this close (about 1 in 2000 per midpoint crossing).
-const NEAR: f32 = 1.0 / 2048.0;
+/// Fraction bits of [`fast_codes`]' fixed-point position. A lane whose position is within 2 units
+/// (`NEAR` = 1/2048 entries) of an integer takes the exact search: the position's error is far below
+/// that (`fast_search_margin_holds` checks every midpoint), and few inputs fall this close (about 1
+/// in 2000 per midpoint crossing).
+const FIXED_BITS: u32 = 12;
+/// `2^FIXED_BITS`.
+const FIXED: f32 = (1 << FIXED_BITS) as f32;
 
 /// The order [`dequantize64`] permutes 64 codes into, so that interleaving the four byte planes (which
 /// works inside 128-bit lanes) leaves the f32 entries in element order: position `16·lane + 4·q + s`
@@ -126,7 +140,8 @@ impl Tables {
             octave_decade: [0; 32],
             octave_start: [f32::INFINITY; 32],
             slope: [0.0; 16],
-            offset: [0.0; 16],
+            start_offset: [-(zero as f32 + 0.5) * FIXED; 16],
+            last_code: [zero; 16],
             top: [0.0; 16],
             signed,
         };
@@ -140,14 +155,20 @@ impl Tables {
             t.last[j] = count(d) - 1;
             let per_unit = f64::from(count(d)) / 0.9;
             t.slope[j] = (per_unit * 10f64.powi(6 - d)) as f32;
-            t.offset[j] = (0.1 * per_unit) as f32;
+            // Times a power of two: the same roundings as without it.
+            t.slope[j] *= FIXED;
+            t.start_offset[j] = (0.1 * per_unit - f64::from(first(d))) as f32 * FIXED;
+            t.last_code[j] = first(d) + count(d) - 1;
             let last = first(d) + count(d) - 1;
             t.top[j] = tie_adjusted(m[last as usize], last);
         }
+        // Number 8: 1.0 alone.
+        t.start_offset[8] = -255.5 * FIXED;
+        t.last_code[8] = 255;
+        let starts: [f32; 8] = std::array::from_fn(|j| f32::from_bits(t.top[j].to_bits() + 1));
         for k in 0..32 {
             let low = if k == 0 { 0.0 } else { 2f32.powi(k - 31) };
             let high = 2f32.powi(k - 30);
-            let starts = &t.decade_start[..7];
             t.octave_decade[k as usize] = starts.iter().filter(|&&s| s < low).count() as i32;
             let mut inside = starts.iter().filter(|&&s| (low..high).contains(&s));
             if let Some(&s) = inside.next() {
@@ -265,23 +286,54 @@ fn nearest(t: &Tables, x: __m512) -> __m512i {
 
 /// [`nearest`] in about half the instructions, for the common case, which is exact by construction:
 ///
-/// 1. the decade from `|x|`'s octave (the exponent bits index two 32-entry tables: the decades below
-///    the octave, and one comparison with the start of a decade inside it), not seven comparisons;
-/// 2. the position `p = |x|·slope - offset` in the decade's entries: midpoint `r` (between offsets
-///    `r - 1` and `r`) sits within [`NEAR`] of `p = r` (checked for every midpoint by
-///    `fast_search_margin_holds`), and `p` is monotonic in `|x|`, so where `p ± NEAR` truncate to the
-///    same integer, that integer is the offset of the nearest entry: no midpoint lookup;
-/// 3. past the decade's last entry only the midpoint to the next decade's first remains: one
-///    comparison with a per-decade constant, tie rule folded in;
-/// 4. lanes near an inner midpoint, NaN, or above 1 (not produced by the kernels: they divide by the
+/// 1. the decade from `|x|`'s octave (the exponent bits index two 32-entry tables: the ranges below
+///    the octave, and one comparison with the start of a range inside it), not seven comparisons.
+///    Ranges switch at the midpoints between decades (tie rule folded in), so those midpoints need
+///    no comparison of their own;
+/// 2. the position `p = |x|·slope - offset` in the decade's entries, in fixed point with the
+///    decade's first code added: midpoint `r` (between offsets `r - 1` and `r`) sits within
+///    `NEAR = 1/2048` of `p = r` (checked for every midpoint by `fast_search_margin_holds`), and `p`
+///    is monotonic in `|x|`, so where `p` is farther than `NEAR` from every integer, its integer part
+///    is the code of the nearest entry (clamped to the decade's last): no midpoint lookup;
+/// 3. lanes near a midpoint, NaN, or above 1 (not produced by the kernels: they divide by the
 ///    block's absmax) take [`nearest`], rarely: one in about 2000 per midpoint crossed.
+///
+/// `SIGNED` says which codebook `t` is (a constant, so the mirroring has no branch). With `KEEP_SIGN`
+/// the result is the code after `quantize_block`'s sign fix for the value `v` that `x` was divided
+/// from (by a positive absmax, so they have the same sign bit): for every lane but NaN that fix only
+/// moves a negative value that rounds to zero from 127 to 126, which the mirroring does with one
+/// clamp, instead of the seven instructions of [`sign_fix`]; the rare lanes take `sign_fix` itself.
+///
+/// The kernels call its two halves ([`fast_codes`], then [`exact`] once per block); the tests call it.
+#[cfg_attr(not(test), allow(dead_code))]
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn nearest_fast(t: &Tables, x: __m512) -> __m512i {
+fn nearest_fast<const SIGNED: bool, const KEEP_SIGN: bool>(
+    t: &Tables,
+    x: __m512,
+    v: __m512,
+) -> __m512i {
+    let (fast, slow) = fast_codes::<SIGNED, KEEP_SIGN>(t, x);
+    if slow == 0 {
+        return fast;
+    }
+    _mm512_mask_blend_epi32(slow, fast, exact::<KEEP_SIGN>(t, x, v))
+}
+
+/// The branch-free part of [`nearest_fast`]: its codes, right except in the lanes of the returned mask
+/// (near a midpoint, NaN or above 1), which [`exact`] must decide. [`requantize`] collects the masks
+/// of a whole block and branches once: a branch per vector on the mask cost a fifth of the Adam step.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn fast_codes<const SIGNED: bool, const KEEP_SIGN: bool>(
+    t: &Tables,
+    x: __m512,
+) -> (__m512i, __mmask16) {
+    debug_assert!(t.signed == SIGNED && (SIGNED || !KEEP_SIGN));
     let a = abs(x);
     let one = _mm512_set1_epi32(1);
     // SAFETY: the tables are 32 or 16 entries each (unaligned loads).
-    let (octave_decade, octave_start, slope, offset, base, last, top) = unsafe {
+    let (octave_decade, octave_start, slope, start_offset, last_code) = unsafe {
         (
             (
                 _mm512_loadu_si512(t.octave_decade.as_ptr().cast()),
@@ -292,10 +344,8 @@ fn nearest_fast(t: &Tables, x: __m512) -> __m512i {
                 _mm512_loadu_ps(t.octave_start[16..].as_ptr()),
             ),
             _mm512_loadu_ps(t.slope.as_ptr()),
-            _mm512_loadu_ps(t.offset.as_ptr()),
-            _mm512_loadu_si512(t.base.as_ptr().cast()),
-            _mm512_loadu_si512(t.last.as_ptr().cast()),
-            _mm512_loadu_ps(t.top.as_ptr()),
+            _mm512_loadu_ps(t.start_offset.as_ptr()),
+            _mm512_loadu_si512(t.last_code.as_ptr().cast()),
         )
     };
     // The permutes read the low 5 bits: exponents 96..=127 are octaves 0..=31.
@@ -306,36 +356,64 @@ fn nearest_fast(t: &Tables, x: __m512) -> __m512i {
     let j = _mm512_permutex2var_epi32(octave_decade.0, octave, octave_decade.1);
     let start = _mm512_permutex2var_ps(octave_start.0, octave, octave_start.1);
     let j = _mm512_mask_add_epi32(j, _mm512_cmp_ps_mask::<_CMP_GE_OQ>(a, start), j, one);
-    let p = _mm512_fmsub_ps(
+    // The position among all codes in fixed point (positive, so truncation floors): the code in the
+    // high bits, and `p ± NEAR` straddle an integer (a midpoint) where the fraction is within 2/FIXED
+    // of it. Midpoints just above a decade's last entry are flagged too (not needed, and as rare).
+    let fixed = _mm512_cvttps_epi32(_mm512_fmsub_ps(
         a,
         _mm512_permutexvar_ps(j, slope),
-        _mm512_permutexvar_ps(j, offset),
+        _mm512_permutexvar_ps(j, start_offset),
+    ));
+    let code = _mm512_min_epi32(
+        _mm512_srai_epi32::<FIXED_BITS>(fixed),
+        _mm512_permutexvar_epi32(j, last_code),
     );
-    let below = _mm512_cvttps_epi32(_mm512_sub_ps(p, _mm512_set1_ps(NEAR)));
-    let above = _mm512_cvttps_epi32(_mm512_add_ps(p, _mm512_set1_ps(NEAR)));
-    let last = _mm512_permutexvar_epi32(j, last);
-    // Near `p = last + 1` there is no midpoint (step 3 decides there), so only inner ones count.
-    let near = _mm512_mask_cmpneq_epi32_mask(_mm512_cmplt_epi32_mask(below, last), below, above);
-    let code = _mm512_add_epi32(
-        _mm512_permutexvar_epi32(j, base),
-        _mm512_min_epi32(above, last),
+    let near = _mm512_testn_epi32_mask(
+        _mm512_add_epi32(fixed, _mm512_set1_epi32(2)),
+        _mm512_set1_epi32((1 << FIXED_BITS) - 4),
     );
-    let up = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a, _mm512_permutexvar_ps(j, top));
-    let code = _mm512_mask_add_epi32(code, up, code, one);
-    let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
-    let code = if t.signed {
-        let capped = _mm512_min_epi32(code, _mm512_set1_epi32(254));
-        _mm512_mask_sub_epi32(code, negative, _mm512_set1_epi32(254), capped)
+    // By the sign bit, so -0.0 too (it is mirrored onto itself, and gets the sign fix).
+    let negative = _mm512_cmplt_epi32_mask(_mm512_castps_si512(x), _mm512_setzero_si512());
+    let fast = if SIGNED {
+        // With the sign fix, a negative value whose magnitude rounds to 0 (code 127) gets 126, the
+        // code that mirrors 128: this clamp is the whole fix for lanes that are not NaN.
+        let low = if KEEP_SIGN { 128 } else { 0 };
+        let mirrored = _mm512_max_epi32(
+            _mm512_min_epi32(code, _mm512_set1_epi32(254)),
+            _mm512_set1_epi32(low),
+        );
+        _mm512_mask_sub_epi32(code, negative, _mm512_set1_epi32(254), mirrored)
     } else {
         _mm512_mask_blend_epi32(negative, code, _mm512_setzero_si512())
     };
     // Above 1 or NaN (unordered): also the lanes the fast path cannot place.
     let slow = near | _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(a, _mm512_set1_ps(1.0));
-    if slow == 0 {
-        code
-    } else {
-        _mm512_mask_blend_epi32(slow, code, nearest(t, x))
-    }
+    (fast, slow)
+}
+
+/// [`nearest`], then with `KEEP_SIGN` the full [`sign_fix`]: the rare lanes of [`nearest_fast`], out of
+/// line so that the block loops do not keep (or reload) the midpoint table for them.
+#[cold]
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+fn exact<const KEEP_SIGN: bool>(t: &Tables, x: __m512, v: __m512) -> __m512i {
+    let code = nearest(t, x);
+    if KEEP_SIGN { sign_fix(code, v) } else { code }
+}
+
+/// The signed codebook's sign fix of `quantize_block` on `code`s of the values `v`: a code whose
+/// entry has the other sign than its value moves one step towards the value's side.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn sign_fix(code: __m512i, v: __m512) -> __m512i {
+    // The signed codebook's entries below index 127 are negative, the others not.
+    let negative_code = _mm512_cmplt_epi32_mask(code, _mm512_set1_epi32(127));
+    let negative_value = _mm512_cmplt_epi32_mask(_mm512_castps_si512(v), _mm512_setzero_si512());
+    let flip = negative_code ^ negative_value;
+    let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
+    let one = _mm512_set1_epi32(1);
+    let code = _mm512_mask_add_epi32(code, flip & positive, code, one);
+    _mm512_mask_sub_epi32(code, flip & !positive, code, one)
 }
 
 /// The entries of 64 codes scaled by `absmax`, as four vectors of 16 in element order: each of the
@@ -393,15 +471,14 @@ fn abs(x: __m512) -> __m512 {
     ))
 }
 
-/// Requantizes one block of `values` into `codes` with the block's `absmax`. With `keep_sign`, the
-/// signed codebook's sign fix.
+/// Requantizes one block of `values` into `codes` with the block's `absmax`: the signed codebook with
+/// the sign fix (`SIGNED`) or the unsigned one.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn requantize(
+fn requantize<const SIGNED: bool>(
     values: &[f32; QUANT_BLOCK],
     absmax: f32,
     (book, t): (&Codebook, &Tables),
-    keep_sign: bool,
     codes: &mut [u8],
 ) {
     if absmax == 0.0 {
@@ -409,27 +486,35 @@ fn requantize(
         return;
     }
     let scale = _mm512_set1_ps(absmax);
-    for (v, out) in values
+    let mut slow = [0 as __mmask16; QUANT_BLOCK / LANES];
+    for ((v, out), slow) in values
         .chunks_exact(LANES)
         .zip(codes.chunks_exact_mut(LANES))
+        .zip(&mut slow)
     {
         // SAFETY: both chunks have 16 elements.
         let v = unsafe { _mm512_loadu_ps(v.as_ptr()) };
-        let x = _mm512_div_ps(v, scale);
-        let mut code = nearest_fast(t, x);
-        if keep_sign {
-            // The signed codebook's entries below index 127 are negative, the others not.
-            let negative_code = _mm512_cmplt_epi32_mask(code, _mm512_set1_epi32(127));
-            let negative_value =
-                _mm512_cmplt_epi32_mask(_mm512_castps_si512(v), _mm512_setzero_si512());
-            let flip = negative_code ^ negative_value;
-            let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, _mm512_setzero_ps());
-            let one = _mm512_set1_epi32(1);
-            code = _mm512_mask_add_epi32(code, flip & positive, code, one);
-            code = _mm512_mask_sub_epi32(code, flip & !positive, code, one);
-        }
+        let (code, lanes) = fast_codes::<SIGNED, SIGNED>(t, _mm512_div_ps(v, scale));
+        *slow = lanes;
         // SAFETY: `out` has 16 bytes; the truncation to bytes wraps as the scalar path's u8 does.
         unsafe { _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().cast(), 0xFFFF, code) };
+    }
+    // Rare: about one vector in 60 on random data, none in most blocks of a smooth one.
+    if slow.iter().all(|&m| m == 0) {
+        return;
+    }
+    for ((v, out), &lanes) in values
+        .chunks_exact(LANES)
+        .zip(codes.chunks_exact_mut(LANES))
+        .zip(&slow)
+    {
+        if lanes != 0 {
+            // SAFETY: as above.
+            let v = unsafe { _mm512_loadu_ps(v.as_ptr()) };
+            let code = exact::<SIGNED>(t, _mm512_div_ps(v, scale), v);
+            // SAFETY: as above; only the lanes that the fast search left are written.
+            unsafe { _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().cast(), lanes, code) };
+        }
     }
 }
 
@@ -505,8 +590,8 @@ pub(crate) fn adam_block(
     }
     *ma = _mm512_reduce_max_ps(max1);
     *va = _mm512_reduce_max_ps(max2);
-    requantize(&m, *ma, (q1, t1), true, mc);
-    requantize(&v, *va, (q2, t2), false, vc);
+    requantize::<true>(&m, *ma, (q1, t1), mc);
+    requantize::<false>(&v, *va, (q2, t2), vc);
 }
 
 /// One full block of the 8-bit momentum step (see `cpu::momentum8bit_step`): `(lr, wd, μ, 1-dampening)`.
@@ -573,17 +658,20 @@ pub(crate) fn momentum_block(
         }
     }
     *ba = _mm512_reduce_max_ps(max);
-    requantize(&b, *ba, (q, t), true, bc);
+    requantize::<true>(&b, *ba, (q, t), bc);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// What makes `nearest_fast` exact without a midpoint lookup: the position `|x|·slope - offset`
-    /// is monotonic in `|x|`, so it suffices that at every inner midpoint `r` of every decade, the last
-    /// f32 that rounds down has `p - NEAR < r` and the first that rounds up has `p + NEAR >= r` (in
-    /// the kernel's f32 arithmetic: a fused multiply-subtract, then the margin).
+    /// What makes `fast_codes` exact without a midpoint lookup: the fixed-point position
+    /// `P = trunc(|x|·slope - start_offset)` is monotonic in `|x|`, and lanes with `P` in
+    /// `c·FIXED - 2 ..= c·FIXED + 1` are left to the exact search, so it suffices that at every inner
+    /// midpoint of every decade, between codes `c - 1` and `c`, the last f32 that rounds down has
+    /// `P <= c·FIXED + 1` and the first that rounds up `P >= c·FIXED - 2` (in the kernel's f32
+    /// arithmetic: a fused multiply-subtract, then truncation); and that each range starts at or above
+    /// its decade's first code and ends at or above its last.
     #[test]
     fn fast_search_margin_holds() {
         for (book, t) in [
@@ -592,20 +680,34 @@ mod tests {
         ] {
             let mut inner = 0;
             for j in 1..8 {
-                let position = |a: f32| a.mul_add(t.slope[j], -t.offset[j]);
+                let position = |a: f32| a.mul_add(t.slope[j], -t.start_offset[j]);
+                let fixed = |a: f32| position(a) as i32;
+                let unit = 1 << FIXED_BITS;
+                assert_eq!(t.last_code[j], t.base[j] + t.last[j]);
+                let start = f32::from_bits(t.top[j - 1].to_bits() + 1);
+                assert!(
+                    fixed(start) >= unit * t.base[j],
+                    "range {j} starts below its decade"
+                );
+                assert!(
+                    fixed(t.top[j]) >= unit * t.last_code[j],
+                    "range {j} ends too low"
+                );
                 for r in 1..=t.last[j] {
                     let code = t.base[j] + r - 1;
+                    let c = code + 1;
                     let down = tie_adjusted(book.midpoints()[code as usize], code);
                     let up = f32::from_bits(down.to_bits() + 1);
                     assert_eq!(i32::from(book.nearest(down)), code);
-                    assert_eq!(i32::from(book.nearest(up)), code + 1);
-                    let (pd, pu) = (position(down), position(up));
+                    assert_eq!(i32::from(book.nearest(up)), c);
+                    let (pd, pu) = (fixed(down), fixed(up));
                     assert!(
-                        pd - NEAR < r as f32 && pu + NEAR >= r as f32,
-                        "decade {j}, midpoint {r}: positions {pd}, {pu}"
+                        pd <= unit * c + 1 && pu >= unit * c - 2,
+                        "decade {j}, midpoint {c}: positions {pd}, {pu}"
                     );
                     // Far inside the margin, so the rare path stays rare.
-                    assert!((pd - r as f32).abs() < NEAR / 8.0, "{pd} vs {r}");
+                    let error = (position(down) / FIXED - c as f32).abs();
+                    assert!(error < 1.0 / 2048.0 / 8.0, "{error} at {c}");
                     inner += 1;
                 }
             }
@@ -644,7 +746,8 @@ mod tests {
     }
 
     /// The vector search equals the binary search on a sweep of the f32 line from -2 to 2 (every 97th
-    /// bit pattern), every entry and midpoint with neighbours, zeros, infinities and NaN.
+    /// bit pattern), every entry and midpoint with neighbours, zeros, infinities and NaN; with the sign
+    /// fix folded in, it equals the binary search followed by `quantize_block`'s fix.
     #[test]
     fn vector_search_equals_the_binary_search() {
         if !available() {
@@ -686,18 +789,40 @@ mod tests {
             ]);
             xs.resize(xs.len().div_ceil(16) * 16, 0.5);
             for chunk in xs.chunks_exact(16) {
-                let mut got = [0i32; 16];
+                let (mut got, mut fast, mut fixed) = ([0i32; 16], [0i32; 16], [0i32; 16]);
                 // SAFETY: `available()` checked AVX-512F; 16 lanes in and out.
-                let mut fast = [0i32; 16];
                 unsafe {
                     let x = _mm512_loadu_ps(chunk.as_ptr());
+                    let (f, s) = if book.is_signed() {
+                        (
+                            nearest_fast::<true, false>(t, x, x),
+                            nearest_fast::<true, true>(t, x, x),
+                        )
+                    } else {
+                        let f = nearest_fast::<false, false>(t, x, x);
+                        (f, f)
+                    };
                     _mm512_storeu_si512(got.as_mut_ptr().cast(), nearest(t, x));
-                    _mm512_storeu_si512(fast.as_mut_ptr().cast(), nearest_fast(t, x));
+                    _mm512_storeu_si512(fast.as_mut_ptr().cast(), f);
+                    _mm512_storeu_si512(fixed.as_mut_ptr().cast(), s);
                 }
-                for ((&x, &g), &f) in chunk.iter().zip(&got).zip(&fast) {
-                    let want = i32::from(book.nearest(x));
-                    assert_eq!(g, want, "x = {x:e} ({:#x})", x.to_bits());
-                    assert_eq!(f, want, "fast, x = {x:e} ({:#x})", x.to_bits());
+                for (((&x, &g), &f), &s) in chunk.iter().zip(&got).zip(&fast).zip(&fixed) {
+                    let want = book.nearest(x);
+                    assert_eq!(g, i32::from(want), "x = {x:e} ({:#x})", x.to_bits());
+                    assert_eq!(f, i32::from(want), "fast, x = {x:e} ({:#x})", x.to_bits());
+                    // `quantize_block`'s sign fix, on the value itself (an absmax of 1).
+                    let want = if book.is_signed()
+                        && book.value(want).is_sign_negative() != x.is_sign_negative()
+                    {
+                        if x > 0.0 {
+                            want.wrapping_add(1)
+                        } else {
+                            want.wrapping_sub(1)
+                        }
+                    } else {
+                        want
+                    };
+                    assert_eq!(s as u8, want, "sign fix, x = {x:e} ({:#x})", x.to_bits());
                 }
             }
         }
