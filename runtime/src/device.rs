@@ -289,3 +289,61 @@ pub(crate) fn common_device(op: &str, inputs: &[(Device, usize)]) -> Device {
         Some(device) => device,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Device, common_device};
+
+    fn panic_message(f: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        let err = std::panic::catch_unwind(f).expect_err("should panic");
+        err.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+
+    /// An op runs where its inputs are; a one-element CPU input goes along with any device; anything
+    /// else on two devices is a panic naming the op and both devices.
+    #[test]
+    fn ops_run_on_their_inputs_device_and_mixed_devices_panic() {
+        let (cpu, gpu0, gpu1) = (Device::Cpu, Device::Cuda(0), Device::Cuda(1));
+        assert_eq!(common_device("add", &[(cpu, 6), (cpu, 1)]), cpu);
+        assert_eq!(common_device("add", &[(gpu0, 6), (gpu0, 6)]), gpu0);
+        assert_eq!(common_device("add", &[(cpu, 1), (gpu1, 6)]), gpu1);
+        assert_eq!(
+            common_device("where_", &[(gpu0, 6), (cpu, 1), (cpu, 1)]),
+            gpu0
+        );
+        let message = panic_message(|| {
+            common_device("add", &[(cpu, 6), (gpu0, 6)]);
+        });
+        assert!(
+            message.starts_with("add: operands are on different devices (cpu and cuda:0)"),
+            "{message}"
+        );
+        let message = panic_message(|| {
+            common_device("matmul", &[(gpu0, 6), (gpu1, 6)]);
+        });
+        assert!(
+            message.starts_with("matmul: operands are on different devices (cuda:0 and cuda:1)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn device_names_parse_and_print_as_pytorch_writes_them() {
+        for (name, device) in [
+            ("cpu", Device::Cpu),
+            ("cuda:0", Device::Cuda(0)),
+            ("cuda:3", Device::Cuda(3)),
+        ] {
+            assert_eq!(name.parse::<Device>().unwrap(), device);
+            assert_eq!(device.to_string(), name);
+        }
+        assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CPU"] {
+            let err = bad.parse::<Device>().unwrap_err();
+            assert!(
+                err.to_string().contains("expected cpu, cuda or cuda:N"),
+                "{bad}: {err}"
+            );
+        }
+    }
+}
