@@ -14,7 +14,8 @@ use std::sync::Mutex;
 /// The ISA cap is process-wide: tests that change it take turns.
 static ISA_LOCK: Mutex<()> = Mutex::new(());
 
-/// Shapes (m, n, k) around every tile size: MR 6/12, NR 16/32, MC 96, NC 256, KC 256 (512 for pairs).
+/// Shapes (m, n, k) around every tile size: MR 6/12, NR 16/32, MC 96, NC 256, KC 256 (512 for pairs,
+/// 1024 for the AVX-512 f32 kernel).
 const SHAPES: [(usize, usize, usize); 13] = [
     (1, 1, 1),
     (2, 7, 15),
@@ -180,12 +181,16 @@ fn same_type_products_on_every_path() {
 }
 
 /// Shapes big enough to run in parallel (see `parallel_products_on_every_path`).
-const PARALLEL_SHAPES: [(usize, usize, usize); 3] =
-    [(130, 150, 300), (300, 64, 260), (24, 400, 600)];
+const PARALLEL_SHAPES: [(usize, usize, usize); 4] = [
+    (130, 150, 300),
+    (300, 64, 260),
+    (24, 400, 600),
+    (40, 70, 2100),
+];
 
 /// Products big enough to run in parallel: many row blocks sharing one packed B (300 rows), few rows
-/// with columns split into runs (24 and 130 rows), several depth slices (k = 600 in f32 and bf16 pairs),
-/// and batches spread over threads.
+/// with columns split into runs (24 and 130 rows), several depth slices (k = 600 in bf16 pairs and in
+/// f32 at 256 steps, k = 2100 in f32 at 1024 steps), and batches spread over threads.
 #[test]
 fn parallel_products_on_every_path() {
     for_each_level(|level| {
