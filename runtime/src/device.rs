@@ -266,10 +266,10 @@ impl<E: Element> Tensor<E> {
 /// The device an op on these inputs runs on, or a panic naming the op and the devices. One-element CPU
 /// inputs go with any device (see the module docs); each input is given as its device and element count.
 #[track_caller]
-pub(crate) fn common_device(op: &str, inputs: &[(Device, usize)]) -> Device {
+pub(crate) fn common_device(op: &str, inputs: impl IntoIterator<Item = (Device, usize)>) -> Device {
     let mut on_device = None;
     let mut on_host = false;
-    for &(device, n) in inputs {
+    for (device, n) in inputs {
         match (device, on_device) {
             (Device::Cpu, _) => on_host |= n != 1,
             (_, None) => on_device = Some(device),
@@ -304,22 +304,22 @@ mod tests {
     #[test]
     fn ops_run_on_their_inputs_device_and_mixed_devices_panic() {
         let (cpu, gpu0, gpu1) = (Device::Cpu, Device::Cuda(0), Device::Cuda(1));
-        assert_eq!(common_device("add", &[(cpu, 6), (cpu, 1)]), cpu);
-        assert_eq!(common_device("add", &[(gpu0, 6), (gpu0, 6)]), gpu0);
-        assert_eq!(common_device("add", &[(cpu, 1), (gpu1, 6)]), gpu1);
+        assert_eq!(common_device("add", [(cpu, 6), (cpu, 1)]), cpu);
+        assert_eq!(common_device("add", [(gpu0, 6), (gpu0, 6)]), gpu0);
+        assert_eq!(common_device("add", [(cpu, 1), (gpu1, 6)]), gpu1);
         assert_eq!(
-            common_device("where_", &[(gpu0, 6), (cpu, 1), (cpu, 1)]),
+            common_device("where_", [(gpu0, 6), (cpu, 1), (cpu, 1)]),
             gpu0
         );
         let message = panic_message(|| {
-            common_device("add", &[(cpu, 6), (gpu0, 6)]);
+            common_device("add", [(cpu, 6), (gpu0, 6)]);
         });
         assert!(
             message.starts_with("add: operands are on different devices (cpu and cuda:0)"),
             "{message}"
         );
         let message = panic_message(|| {
-            common_device("matmul", &[(gpu0, 6), (gpu1, 6)]);
+            common_device("matmul", [(gpu0, 6), (gpu1, 6)]);
         });
         assert!(
             message.starts_with("matmul: operands are on different devices (cuda:0 and cuda:1)"),

@@ -79,8 +79,8 @@ impl std::ops::Deref for Held<'_> {
 /// The device the inputs share (or a panic naming the op and the devices).
 #[track_caller]
 pub(crate) fn device_of(op: &str, inputs: &[&dyn Operand]) -> Device {
-    let devices: Vec<(Device, usize)> = inputs.iter().map(|t| (t.device(), t.numel())).collect();
-    crate::device::common_device(op, &devices)
+    // No allocation: this runs for every op.
+    crate::device::common_device(op, inputs.iter().map(|t| (t.device(), t.numel())))
 }
 
 /// The value of a device op, or a panic naming the op, the device and the backend's error (a device that

@@ -128,46 +128,50 @@ impl<E: Float> Tensor<E> {
     /// forward of `scatter_add` and the backward of `gather`.
     #[track_caller]
     fn scatter_add_checked(
-        &self,
+        self,
         layout: Dim3,
         index: &Tensor<i64>,
         src: &Tensor<E>,
         t: usize,
     ) -> Tensor<E> {
-        let d = layout_dim(self.shape(), layout);
+        let shape = self.shape().to_vec();
+        let d = layout_dim(&shape, layout);
         let out = on_device!("scatter_add", [self, index, src],
         cpu => {
-            let mut out = self.to_vec();
+            // The base's own buffer when nothing else holds it (a fresh zero gradient): no copy.
+            let mut out = self.into_vec();
             if let Err(e) = cpu::scatter_add(&mut out, layout, index.data(), src.data(), t) {
-                index_panic("scatter_add", e, d, self.shape());
+                index_panic("scatter_add", e, d, &shape);
             }
             out
         },
         cuda [base, ix, sb] => {
-            check_on_host("scatter_add", index, layout.size, d, self.shape());
+            check_on_host("scatter_add", index, layout.size, d, &shape);
             cuda::scatter_add(base, layout, ix, sb, t)
         });
-        Tensor::from_storage(Arc::new(out), self.shape().to_vec(), None)
+        Tensor::from_storage(Arc::new(out), shape, None)
     }
 
     /// `self` (no history) plus the slices of `src` added at `index` along the middle dimension of
     /// `layout`: the forward of `index_add` and the backward of `index_select`.
     #[track_caller]
-    fn index_add_checked(&self, layout: Dim3, index: &Tensor<i64>, src: &Tensor<E>) -> Tensor<E> {
-        let d = layout_dim(self.shape(), layout);
+    fn index_add_checked(self, layout: Dim3, index: &Tensor<i64>, src: &Tensor<E>) -> Tensor<E> {
+        let shape = self.shape().to_vec();
+        let d = layout_dim(&shape, layout);
         let out = on_device!("index_add", [self, index, src],
         cpu => {
-            let mut out = self.to_vec();
+            // The base's own buffer when nothing else holds it (a fresh zero gradient): no copy.
+            let mut out = self.into_vec();
             if let Err(e) = cpu::index_add(&mut out, layout, index.data(), src.data()) {
-                index_panic("index_add", e, d, self.shape());
+                index_panic("index_add", e, d, &shape);
             }
             out
         },
         cuda [base, ix, sb] => {
-            check_on_host("index_add", index, layout.size, d, self.shape());
+            check_on_host("index_add", index, layout.size, d, &shape);
             cuda::index_add(base, layout, ix, sb)
         });
-        Tensor::from_storage(Arc::new(out), self.shape().to_vec(), None)
+        Tensor::from_storage(Arc::new(out), shape, None)
     }
 
     /// The slices `index[0], index[1], ...` of `dim` (a 1-D `index`), in that order.
