@@ -5,6 +5,7 @@ use super::optimizer::{
     Optimizer, OptimizerState, OptimizerStateError, find_buffer, param_key, reject_unknown,
 };
 use super::schedule::Schedule;
+use super::state_buffer::StateBuffer;
 use crate::autograd::Grads;
 use crate::param::Param;
 use crate::tensor::Tensor;
@@ -82,57 +83,8 @@ pub struct Adam {
 struct Moments {
     /// Updates of this parameter so far (a parameter without a gradient does not advance).
     step: u64,
-    /// The moments of a weight on the CPU (or loaded from a checkpoint, until the first step).
-    exp_avg: Vec<f32>,
-    exp_avg_sq: Vec<f32>,
-    /// The moments of a weight on a device, which stay there.
-    #[cfg(feature = "cuda")]
-    on_device: Option<[amp_kernels::cuda::DeviceBuffer; 2]>,
-}
-
-impl Moments {
-    /// The moments as host vectors (copied from the device where they live there).
-    fn host(&self) -> (Vec<f32>, Vec<f32>) {
-        #[cfg(feature = "cuda")]
-        if let Some([m, v]) = &self.on_device {
-            let download = |b: &amp_kernels::cuda::DeviceBuffer| {
-                b.download::<f32>()
-                    .unwrap_or_else(|e| panic!("Adam state on cuda:{}: {e}", b.gpu().ordinal()))
-            };
-            return (download(m), download(v));
-        }
-        (self.exp_avg.clone(), self.exp_avg_sq.clone())
-    }
-
-    /// One fused Adam step of a weight on a device, with the moments kept there (moved there from the
-    /// host on the first step). `false` when the weight or its gradient is not on a device, or its
-    /// rounding runs on the host.
-    #[cfg(feature = "cuda")]
-    fn step_on_device(&mut self, param: &Param, grad: &Tensor<f32>, hp: &AdamStep) -> bool {
-        use amp_kernels::DType;
-        use amp_kernels::cuda::{self, DeviceBuffer};
-        let Some(g) = grad.storage().buffer() else {
-            return false;
-        };
-        let gpu = g.gpu().clone();
-        let moments = match self.on_device.take() {
-            Some(moments) => Ok(moments),
-            None if self.exp_avg.is_empty() => DeviceBuffer::zeros(&gpu, DType::F32, g.len())
-                .and_then(|m| Ok([m, DeviceBuffer::zeros(&gpu, DType::F32, g.len())?])),
-            None => DeviceBuffer::upload(&gpu, &self.exp_avg)
-                .and_then(|m| Ok([m, DeviceBuffer::upload(&gpu, &self.exp_avg_sq)?])),
-        };
-        let [mut m, mut v] =
-            moments.unwrap_or_else(|e| panic!("Adam state on cuda:{}: {e}", gpu.ordinal()));
-        let done = param.update_on_device(|w| cuda::adam_step(w, g, &mut m, &mut v, hp));
-        if done {
-            self.exp_avg = Vec::new();
-            self.exp_avg_sq = Vec::new();
-        }
-        // Also when not done (the rounding runs on the host): the host path then downloads them.
-        self.on_device = Some([m, v]);
-        done
-    }
+    exp_avg: StateBuffer,
+    exp_avg_sq: StateBuffer,
 }
 
 impl Adam {
@@ -198,24 +150,19 @@ impl Optimizer for Adam {
                 decoupled: self.config.decoupled,
                 step: moments.step,
             };
+            let n = param.numel();
+            // A weight and gradient on a device: one fused step there, the moments kept there.
             #[cfg(feature = "cuda")]
-            if moments.step_on_device(param, &grad, &hp) {
-                continue;
+            if let Some(g) = grad.storage().buffer() {
+                let gpu = g.gpu();
+                let m = moments.exp_avg.device_mut(gpu, n, "Adam");
+                let v = moments.exp_avg_sq.device_mut(gpu, n, "Adam");
+                if param.update_on_device(|w| amp_kernels::cuda::adam_step(w, g, m, v, &hp)) {
+                    continue;
+                }
             }
-            #[cfg(feature = "cuda")]
-            if let Some(on_device) = moments.on_device.take() {
-                // A weight moved back to the host: its moments come along.
-                let [m, v] = on_device.map(|b| {
-                    b.download::<f32>()
-                        .unwrap_or_else(|e| panic!("Adam state: {e}"))
-                });
-                (moments.exp_avg, moments.exp_avg_sq) = (m, v);
-            }
-            if moments.exp_avg.is_empty() {
-                moments.exp_avg = vec![0.0; param.numel()];
-                moments.exp_avg_sq = vec![0.0; param.numel()];
-            }
-            let (m, v) = (&mut moments.exp_avg, &mut moments.exp_avg_sq);
+            let m = moments.exp_avg.host_mut(n, "Adam");
+            let v = moments.exp_avg_sq.host_mut(n, "Adam");
             param.update(|w| cpu::adam_step(w, &grad.host_data(), m, v, &hp));
         }
         self.steps += 1;
@@ -241,7 +188,7 @@ impl Optimizer for Adam {
                 format!("{key}.step"),
                 Tensor::from_vec(vec![m.step as f32], [1]),
             ));
-            let (exp_avg, exp_avg_sq) = m.host();
+            let (exp_avg, exp_avg_sq) = (m.exp_avg.to_host("Adam"), m.exp_avg_sq.to_host("Adam"));
             tensors.push((
                 format!("{key}.exp_avg"),
                 Tensor::from_vec(exp_avg, p.shape()),
@@ -277,9 +224,11 @@ impl Optimizer for Adam {
                 let step = find_buffer(state, &names[0], &[1])?.to_vec()[0] as u64;
                 let exp_avg = find_buffer(state, &names[1], &p.shape())?.to_vec();
                 let exp_avg_sq = find_buffer(state, &names[2], &p.shape())?.to_vec();
-                let mut loaded = Moments::default();
-                (loaded.step, loaded.exp_avg, loaded.exp_avg_sq) = (step, exp_avg, exp_avg_sq);
-                moments.push(loaded);
+                moments.push(Moments {
+                    step,
+                    exp_avg: StateBuffer::Host(exp_avg),
+                    exp_avg_sq: StateBuffer::Host(exp_avg_sq),
+                });
             }
             known.extend(names);
         }

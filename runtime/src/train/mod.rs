@@ -14,6 +14,7 @@ mod schedule;
 mod sgd;
 mod sgd8bit;
 mod state8;
+mod state_buffer;
 mod trainer;
 
 pub use adam::{Adam, AdamConfig};

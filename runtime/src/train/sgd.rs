@@ -4,6 +4,7 @@ use super::optimizer::{
     Optimizer, OptimizerState, OptimizerStateError, find_buffer, param_key, reject_unknown,
 };
 use super::schedule::Schedule;
+use super::state_buffer::StateBuffer;
 use crate::autograd::Grads;
 use crate::param::Param;
 use crate::tensor::Tensor;
@@ -69,81 +70,9 @@ impl SgdConfig {
 pub struct Sgd {
     params: Vec<Param>,
     config: SgdConfig,
-    buffers: Vec<Option<Momentum>>,
+    /// Momentum buffers (empty until a parameter's first step with momentum).
+    buffers: Vec<StateBuffer>,
     steps: u64,
-}
-
-/// A momentum buffer, kept where its weight is.
-#[derive(Debug)]
-enum Momentum {
-    Host(Vec<f32>),
-    #[cfg(feature = "cuda")]
-    Device(amp_kernels::cuda::DeviceBuffer),
-}
-
-impl Momentum {
-    /// The buffer as a host vector (copied from the device where it lives there).
-    fn host(&self) -> Vec<f32> {
-        match self {
-            Momentum::Host(v) => v.clone(),
-            #[cfg(feature = "cuda")]
-            Momentum::Device(b) => b
-                .download::<f32>()
-                .unwrap_or_else(|e| panic!("SGD state on cuda:{}: {e}", b.gpu().ordinal())),
-        }
-    }
-}
-
-impl Momentum {
-    /// The buffer on the host, moved there if it was on a device (its weight moved back to the CPU, or
-    /// its rounding runs on the host).
-    fn host_mut(&mut self) -> &mut Vec<f32> {
-        #[cfg(feature = "cuda")]
-        if let Momentum::Device(_) = self {
-            *self = Momentum::Host(self.host());
-        }
-        match self {
-            Momentum::Host(v) => v,
-            #[cfg(feature = "cuda")]
-            Momentum::Device(_) => unreachable!("moved to the host above"),
-        }
-    }
-}
-
-/// One fused SGD step of a weight on a device with its momentum buffer kept there (moved there from the
-/// host on the first step). Gives the buffer back, and whether the step was taken: it is not when the
-/// gradient is on the CPU or the weight's rounding runs on the host.
-#[cfg(feature = "cuda")]
-fn step_on_device(
-    param: &Param,
-    grad: &Tensor<f32>,
-    buffer: Option<Momentum>,
-    hp: &SgdStep,
-) -> (Option<Momentum>, bool) {
-    use amp_kernels::DType;
-    use amp_kernels::cuda::{self, DeviceBuffer};
-    let Some(g) = grad.storage().buffer() else {
-        return (buffer, false);
-    };
-    let gpu = g.gpu().clone();
-    let first = buffer.is_none();
-    let device_buffer = match buffer {
-        Some(Momentum::Device(b)) => Some(Ok(b)),
-        Some(Momentum::Host(v)) => Some(DeviceBuffer::upload(&gpu, &v)),
-        None if hp.momentum != 0.0 => Some(DeviceBuffer::zeros(&gpu, DType::F32, g.len())),
-        None => None,
-    };
-    let mut device_buffer = device_buffer
-        .transpose()
-        .unwrap_or_else(|e| panic!("SGD state on cuda:{}: {e}", gpu.ordinal()));
-    // Without momentum the buffer is not used (a loaded one is kept, as on the host).
-    let used = if hp.momentum != 0.0 {
-        device_buffer.as_mut()
-    } else {
-        None
-    };
-    let done = param.update_on_device(|w| cuda::sgd_step(w, g, used, first, hp));
-    (device_buffer.map(Momentum::Device), done)
 }
 
 impl Sgd {
@@ -164,7 +93,7 @@ impl Sgd {
             panic!("Sgd: Nesterov momentum requires a momentum and zero dampening");
         }
         Sgd {
-            buffers: params.iter().map(|_| None).collect(),
+            buffers: params.iter().map(|_| StateBuffer::Empty).collect(),
             params,
             config,
             steps: 0,
@@ -194,21 +123,17 @@ impl Optimizer for Sgd {
             let Some(grad) = grads.get(param) else {
                 continue;
             };
-            let first = buffer.is_none();
+            let first = buffer.is_empty();
+            let n = param.numel();
+            // A weight and gradient on a device: one fused step there, the buffer kept there.
             #[cfg(feature = "cuda")]
-            {
-                let (kept, done) = step_on_device(param, &grad, buffer.take(), &hp);
-                *buffer = kept;
-                if done {
+            if let Some(g) = grad.storage().buffer() {
+                let buf = (hp.momentum != 0.0).then(|| buffer.device_mut(g.gpu(), n, "SGD"));
+                if param.update_on_device(|w| amp_kernels::cuda::sgd_step(w, g, buf, first, &hp)) {
                     continue;
                 }
             }
-            let buf = match buffer {
-                _ if hp.momentum == 0.0 => None,
-                None => Some(buffer.insert(Momentum::Host(vec![0.0; param.numel()]))),
-                Some(b) => Some(b),
-            };
-            let buf = buf.map(|b| b.host_mut().as_mut_slice());
+            let buf = (hp.momentum != 0.0).then(|| buffer.host_mut(n, "SGD").as_mut_slice());
             param.update(|w| cpu::sgd_step(w, &grad.host_data(), buf, first, &hp));
         }
         self.steps += 1;
@@ -228,13 +153,12 @@ impl Optimizer for Sgd {
             .iter()
             .zip(&self.buffers)
             .enumerate()
-            .filter_map(|(i, (p, b))| {
-                b.as_ref().map(|b| {
-                    (
-                        format!("{}.momentum_buffer", param_key(i, p)),
-                        Tensor::from_vec(b.host(), p.shape()),
-                    )
-                })
+            .filter(|(_, (_, b))| !b.is_empty())
+            .map(|(i, (p, b))| {
+                (
+                    format!("{}.momentum_buffer", param_key(i, p)),
+                    Tensor::from_vec(b.to_host("SGD"), p.shape()),
+                )
             })
             .collect();
         OptimizerState {
@@ -259,11 +183,9 @@ impl Optimizer for Sgd {
             // A parameter that never had a gradient has no buffer yet.
             let present = state.tensors.iter().any(|(n, _)| *n == name);
             buffers.push(if present {
-                Some(Momentum::Host(
-                    find_buffer(state, &name, &p.shape())?.to_vec(),
-                ))
+                StateBuffer::Host(find_buffer(state, &name, &p.shape())?.to_vec())
             } else {
-                None
+                StateBuffer::Empty
             });
             known.push(name);
         }
