@@ -208,7 +208,8 @@ impl Param {
         Ok(())
     }
 
-    /// Updates a master weight that lives on a device with `f` on (a copy of) its buffer, then rounds it
+    /// Updates a master weight that lives on a device with `f` on its buffer (in place when nothing
+    /// else holds it, else on a copy), then rounds it
     /// to the storage type for the `-true` modes. Returns `false`, doing nothing, for a weight on the CPU
     /// or a rounding mode that runs on the host (stochastic, Kahan): callers then use
     /// [`update`](Self::update).
@@ -221,14 +222,24 @@ impl Param {
     ) -> bool {
         use amp_kernels::cuda;
         let mut state = self.state();
-        let Some(buffer) = state.value.storage().buffer() else {
+        if state.value.storage().buffer().is_none() {
             return false;
-        };
+        }
         let storage = state.storage;
         if storage != DType::F32 && state.rounding.mode() != UpdateRounding::Nearest {
             return false;
         }
         let device = state.value.device();
+        if storage == DType::F32
+            && let Some(w) = state.value.unique_device_buffer()
+        {
+            // Nothing else holds the weight (no graph saved it): update it where it is.
+            f(w).unwrap_or_else(|e| panic!("optimizer step of a weight on {device}: {e}"));
+            state.version += 1;
+            state.casts.clear();
+            return true;
+        }
+        let buffer = state.value.storage().buffer().expect("checked above");
         let updated = buffer.try_clone().and_then(|mut w| {
             f(&mut w)?;
             if storage != DType::F32 {

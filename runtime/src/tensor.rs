@@ -83,6 +83,17 @@ impl<E: Element> Tensor<E> {
         }
     }
 
+    /// The device buffer, for writing in place, when this tensor is on a device and nothing else holds
+    /// its tensor or its storage.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn unique_device_buffer(&mut self) -> Option<&mut amp_kernels::cuda::DeviceBuffer> {
+        let storage = Arc::get_mut(&mut Arc::get_mut(&mut self.inner)?.data)?;
+        match storage {
+            Storage::Cuda(buffer, _) => Some(buffer),
+            Storage::Cpu(_) => None,
+        }
+    }
+
     pub(crate) fn node(&self) -> Option<&Arc<Node>> {
         self.inner.node.as_ref()
     }
