@@ -333,11 +333,28 @@ fn pack<T: Elem>(
                 }
             }
             (1, false) => {
-                // Depth steps run along rows: each step is one contiguous run of `live` words.
+                // Depth steps run along rows: each step is one contiguous run of `live` words, a row
+                // of the source apart (kilobytes: every step starts in a new cache line, often a new
+                // page, too far apart for the hardware prefetcher), so the runs some steps ahead are
+                // prefetched.
+                let direct = f32_words(src.data).filter(|_| compute == DType::F32);
                 for s in 0..depth {
                     let start = (d0 + s) * src.depth_stride + first;
+                    if let Some(ahead) = src
+                        .data
+                        .get((d0 + s + PACK_PREFETCH_STEPS) * src.depth_stride + first..)
+                    {
+                        prefetch_run(ahead, live);
+                    }
                     let step = &mut panel[s * pr..s * pr + live];
-                    for_each_f32_word(&src.data[start..start + live], compute, |j, w| step[j] = w);
+                    match direct {
+                        Some(words) => copy_words(&words[start..start + live], step),
+                        None => {
+                            for_each_f32_word(&src.data[start..start + live], compute, |j, w| {
+                                step[j] = w
+                            })
+                        }
+                    }
                 }
             }
             (_, true) => {
@@ -370,10 +387,16 @@ fn pack<T: Elem>(
             }
             (_, false) => {
                 // Depth 2s and 2s+1 each run along the rows: the first fills the low halves, the second
-                // the high ones.
+                // the high ones. Runs ahead are prefetched, as above.
                 let mut scratch = [0u16; MAX_PANEL_ROWS];
                 for s in 0..steps {
                     let start = (d0 + 2 * s) * src.depth_stride + first;
+                    let ahead = (d0 + 2 * (s + PACK_PREFETCH_STEPS)) * src.depth_stride + first;
+                    for run in [ahead, ahead + src.depth_stride] {
+                        if let Some(run) = src.data.get(run..) {
+                            prefetch_run(run, live);
+                        }
+                    }
                     let step = &mut panel[s * pr..s * pr + live];
                     let low = bf16_run(&src.data[start..start + live], &mut scratch);
                     for (word, &h) in step.iter_mut().zip(low) {
@@ -387,6 +410,46 @@ fn pack<T: Elem>(
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Depth steps ahead at which packing a strided source prefetches its run.
+const PACK_PREFETCH_STEPS: usize = 32;
+
+/// Asks for the cache lines of the first `len` elements of `run` (a hint; no effect on results).
+#[inline(always)]
+fn prefetch_run<T>(run: &[T], len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bytes = len.min(run.len()) * std::mem::size_of::<T>();
+        let start = run.as_ptr().cast::<i8>();
+        for offset in (0..bytes).step_by(64) {
+            // SAFETY: prefetching is a hint that never faults; the address lies inside `run`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    start.add(offset),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (run, len);
+}
+
+/// Copies a short run of words: whole panel widths as fixed-size copies the compiler turns into a few
+/// vector moves (`copy_from_slice` calls `memmove`, which costs more than the copy at this size).
+#[inline(always)]
+fn copy_words(src: &[u32], dst: &mut [u32]) {
+    match (
+        <&[u32; 32]>::try_from(src),
+        <&mut [u32; 32]>::try_from(&mut *dst),
+    ) {
+        (Ok(src), Ok(dst)) => *dst = *src,
+        _ => {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = *s;
             }
         }
     }
