@@ -2,6 +2,7 @@
 //! (compiled once per process by NVRTC, loaded once per device).
 
 use super::CudaError;
+use super::signature;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
@@ -22,6 +23,7 @@ pub struct Gpu {
     pub(crate) blas: CudaBlas,
     module: Arc<CudaModule>,
     functions: Mutex<HashMap<String, CudaFunction>>,
+    parameters: &'static HashMap<String, Vec<usize>>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -87,6 +89,16 @@ pub fn compiled_kernels() -> Result<Ptx, CudaError> {
     .clone()
 }
 
+/// The byte size of every parameter of every kernel in [`compiled_kernels`], by kernel name (read from
+/// the PTX once per process).
+pub(crate) fn kernel_parameters() -> Result<&'static HashMap<String, Vec<usize>>, CudaError> {
+    static PARAMETERS: OnceLock<Result<HashMap<String, Vec<usize>>, CudaError>> = OnceLock::new();
+    PARAMETERS
+        .get_or_init(|| Ok(signature::entry_parameters(&compiled_kernels()?.to_src())))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 /// The handle of device `ordinal`, created on first use and shared afterwards, or why it cannot be had
 /// (no driver, no such device, no NVRTC or cuBLAS library, kernels that do not compile).
 pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, CudaError> {
@@ -101,6 +113,7 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, CudaError> {
     }
     library_present("cublas")?;
     let ptx = compiled_kernels()?;
+    let parameters = kernel_parameters()?;
     let context = CudaContext::new(ordinal)?;
     // One stream per device: cudarc's cross-stream event tracking would only add work.
     // SAFETY: no buffer of this context exists yet, and all later work is queued on one stream.
@@ -124,6 +137,7 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, CudaError> {
         blas,
         module,
         functions: Mutex::new(HashMap::new()),
+        parameters,
     });
     if gpus.len() <= ordinal {
         gpus.resize(ordinal + 1, None);
@@ -146,6 +160,11 @@ impl Gpu {
     /// Waits until every queued op has finished (for timing, and before reading results on the host).
     pub fn synchronize(&self) -> Result<(), CudaError> {
         Ok(self.stream.synchronize()?)
+    }
+
+    /// Errors unless arguments of `sizes` bytes are exactly what kernel `name` takes.
+    pub(crate) fn check_arguments(&self, name: &str, sizes: &[usize]) -> Result<(), CudaError> {
+        signature::check_launch(self.parameters, name, sizes).map_err(CudaError::Launch)
     }
 
     /// The kernel `name` of `kernels.cu`.
@@ -187,11 +206,13 @@ pub(crate) fn rows_config(rows: usize) -> LaunchConfig {
 }
 
 /// Launches kernel `$name` on `$gpu` with `$config` and the arguments (local variables: the launch
-/// borrows them), mapping a driver error to [`CudaError`].
+/// borrows them), mapping a driver error to [`CudaError`]. The arguments' sizes are checked against the
+/// kernel's parameters first ([`CudaError::Launch`] if they differ).
 macro_rules! launch {
     ($gpu:expr, $name:expr, $config:expr; $($arg:ident),* $(,)?) => {{
         use cudarc::driver::PushKernelArg as _;
         let function = $gpu.function(&$name)?;
+        $gpu.check_arguments(&$name, &[$(std::mem::size_of_val(&$arg)),*])?;
         let mut builder = $gpu.stream().launch_builder(&function);
         $( builder.arg(&$arg); )*
         // SAFETY: the arguments match the kernel's parameters in `kernels.cu` (device pointers as u64,

@@ -29,6 +29,9 @@ pub enum CudaError {
     Blas(String),
     /// A request the backend cannot serve (the message says what).
     Unsupported(String),
+    /// A kernel launch whose arguments do not match the kernel's parameters: a defect of the backend
+    /// itself, caught before the kernel could read wrong values.
+    Launch(String),
 }
 
 impl fmt::Display for CudaError {
@@ -57,6 +60,7 @@ impl fmt::Display for CudaError {
             CudaError::Compile(log) => write!(f, "NVRTC could not compile amp's kernels:\n{log}"),
             CudaError::Blas(message) => write!(f, "cuBLAS error: {message}"),
             CudaError::Unsupported(message) => f.write_str(message),
+            CudaError::Launch(message) => write!(f, "CUDA kernel launch does not match: {message}"),
         }
     }
 }

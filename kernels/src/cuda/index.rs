@@ -150,7 +150,7 @@ pub fn logsumexp(x: &DeviceBuffer, d: Dim3, out_type: DType) -> Result<DeviceBuf
 /// `ConvGeometry` of `kernels.cu`.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct DeviceConv([u64; 11]);
+pub(super) struct DeviceConv([u64; 11]);
 
 // SAFETY: `#[repr(C)]` plain data matching the kernel-side struct of eleven u64 fields.
 unsafe impl DeviceRepr for DeviceConv {}

@@ -11,6 +11,7 @@ mod error;
 mod gemm;
 mod index;
 mod ops;
+mod signature;
 
 pub use buffer::DeviceBuffer;
 pub use device::{Gpu, KERNEL_SOURCE, compiled_kernels, device_count, gpu};
@@ -24,3 +25,77 @@ pub use ops::{
     norm_backward, permute, reduce, rms_norm, select, sgd_step, softmax, softmax_backward, unary,
     unary_backward, unscale_and_check,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::device::kernel_parameters;
+    use super::{CudaError, index::DeviceConv, ops::DeviceDim3, ops::Layout};
+    use std::mem::{align_of, size_of};
+
+    /// Every struct a kernel takes by value has the size and alignment of the Rust struct passed for it,
+    /// read from the PTX NVRTC writes (the launches check scalars and pointers the same way on a device).
+    /// Without the NVRTC library this passes vacuously, unless `AMP_REQUIRE_NVRTC` is set (as in CI).
+    #[test]
+    fn structs_passed_by_value_match_the_kernels_parameters() {
+        let parameters = match kernel_parameters() {
+            Ok(parameters) => parameters,
+            Err(CudaError::LibraryMissing { .. })
+                if std::env::var_os("AMP_REQUIRE_NVRTC").is_none() =>
+            {
+                eprintln!("libnvrtc not found: kernel parameters not checked");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let (layout, dim3, conv) = (
+            size_of::<Layout>(),
+            size_of::<DeviceDim3>(),
+            size_of::<DeviceConv>(),
+        );
+        assert!(
+            [
+                align_of::<Layout>(),
+                align_of::<DeviceDim3>(),
+                align_of::<DeviceConv>()
+            ] == [8; 3]
+        );
+        // The position of the struct in each family's parameter list, as the launches pass it.
+        let families: [(&str, usize, usize); 16] = [
+            ("binary_", 1, layout),
+            ("compare_", 1, layout),
+            ("select_", 0, layout),
+            ("gather_layout_", 0, layout),
+            ("reduce_", 1, dim3),
+            ("softmax_f", 1, dim3),
+            ("softmax_backward_", 1, dim3),
+            ("gather_u", 0, dim3),
+            ("index_select_", 0, dim3),
+            ("scatter_add_", 0, dim3),
+            ("index_add_", 0, dim3),
+            ("arg_reduce_", 1, dim3),
+            ("cumsum_", 1, dim3),
+            ("logsumexp_", 0, dim3),
+            ("im2col_", 0, conv),
+            ("col2im_", 0, conv),
+        ];
+        for (family, position, size) in families {
+            let members: Vec<_> = parameters
+                .iter()
+                .filter(|(name, _)| name.starts_with(family))
+                .collect();
+            assert!(!members.is_empty(), "no kernel named {family}*");
+            for (name, sizes) in members {
+                assert_eq!(sizes.get(position), Some(&size), "{name}: {sizes:?}");
+            }
+        }
+        // Every other parameter is a scalar or a device pointer.
+        for (name, sizes) in parameters {
+            for &s in sizes {
+                assert!(
+                    matches!(s, 1 | 2 | 4 | 8) || [layout, dim3, conv].contains(&s),
+                    "{name}: a parameter of {s} bytes matches no struct the launches pass"
+                );
+            }
+        }
+    }
+}

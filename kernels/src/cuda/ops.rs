@@ -14,7 +14,7 @@ pub const MAX_RANK: usize = 8;
 /// `Layout` of `kernels.cu`: an output shape and up to three inputs' strides over it.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Layout {
+pub(super) struct Layout {
     rank: i32,
     pad: i32,
     shape: [u64; MAX_RANK],
