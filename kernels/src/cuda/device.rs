@@ -1,16 +1,13 @@
 //! One handle per CUDA device: its context, the stream every op runs on, cuBLAS, and amp's kernels
 //! (compiled once per process by NVRTC, loaded once per device).
 
-use super::CudaError;
-use super::signature;
+use super::compile::{self, Compiled};
+use super::{CudaError, signature};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
-use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
+use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
-/// The kernels' source (see the file for its conventions).
-pub const KERNEL_SOURCE: &str = include_str!("kernels.cu");
+use std::sync::{Arc, Mutex};
 
 /// Threads per block of every kernel (the row kernels' shared arrays are this long).
 pub(crate) const BLOCK: u32 = 256;
@@ -23,7 +20,7 @@ pub struct Gpu {
     pub(crate) blas: CudaBlas,
     module: Arc<CudaModule>,
     functions: Mutex<HashMap<String, CudaFunction>>,
-    parameters: &'static HashMap<String, Vec<usize>>,
+    kernels: Arc<Compiled>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -34,7 +31,7 @@ impl std::fmt::Debug for Gpu {
 
 /// Whether the CUDA driver library can be loaded. cudarc panics on the first call into a library it cannot
 /// load, so every entry point checks this (and the NVRTC and cuBLAS libraries) first.
-fn library_present(library: &'static str) -> Result<(), CudaError> {
+pub(super) fn library_present(library: &'static str) -> Result<(), CudaError> {
     // SAFETY: these only try to load the library (cudarc's documented probe).
     let present = unsafe {
         match library {
@@ -65,38 +62,44 @@ pub fn device_count() -> Result<usize, CudaError> {
     Ok(usize::try_from(count).unwrap_or(0))
 }
 
-/// amp's kernels compiled to PTX, once per process (NVRTC needs no device, only its library).
+/// amp's kernels compiled to PTX for [`compile::PORTABLE_ARCH`], once per process (NVRTC needs no
+/// device, only its library). A device loads machine code compiled for its own architecture instead.
 pub fn compiled_kernels() -> Result<Ptx, CudaError> {
-    static PTX: OnceLock<Result<Ptx, CudaError>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        library_present("nvrtc")?;
-        let options = CompileOptions {
-            // IEEE division and square roots, no flush to zero and no contraction of a·b + c into one
-            // rounding: the CPU kernels' arithmetic, operation for operation.
-            ftz: Some(false),
-            fmad: Some(false),
-            prec_div: Some(true),
-            prec_sqrt: Some(true),
-            ..Default::default()
-        };
-        compile_ptx_with_opts(KERNEL_SOURCE, options).map_err(|e| match e {
-            CompileError::CompileError { log, .. } => {
-                CudaError::Compile(log.to_string_lossy().into_owned())
-            }
-            other => CudaError::Compile(format!("{other:?}")),
-        })
-    })
-    .clone()
+    Ok(Ptx::from_src(portable_kernels()?.ptx.clone()))
 }
 
-/// The byte size of every parameter of every kernel in [`compiled_kernels`], by kernel name (read from
-/// the PTX once per process).
-pub(crate) fn kernel_parameters() -> Result<&'static HashMap<String, Vec<usize>>, CudaError> {
-    static PARAMETERS: OnceLock<Result<HashMap<String, Vec<usize>>, CudaError>> = OnceLock::new();
-    PARAMETERS
-        .get_or_init(|| Ok(signature::entry_parameters(&compiled_kernels()?.to_src())))
-        .as_ref()
-        .map_err(Clone::clone)
+/// The kernels compiled for [`compile::PORTABLE_ARCH`].
+pub(crate) fn portable_kernels() -> Result<Arc<Compiled>, CudaError> {
+    library_present("nvrtc")?;
+    compile::for_arch(compile::PORTABLE_ARCH)
+}
+
+/// The kernels as a module on `context`: machine code for its device's architecture, or, where this
+/// NVRTC does not know that architecture, the portable PTX for the driver to compile.
+fn load_kernels(context: &Arc<CudaContext>) -> Result<(Arc<CudaModule>, Arc<Compiled>), CudaError> {
+    library_present("nvrtc")?;
+    let (major, minor) = context.compute_capability()?;
+    let native = format!("sm_{major}{minor}");
+    match compile::for_arch(&native) {
+        Ok(kernels) => {
+            let cubin = kernels.cubin.clone().unwrap_or_default();
+            let module = context.load_module(Ptx::from_binary(cubin))?;
+            Ok((module, kernels))
+        }
+        Err(native_error) => {
+            let kernels = portable_kernels()?;
+            let module = context
+                .load_module(Ptx::from_src(kernels.ptx.clone()))
+                .map_err(|e| {
+                    CudaError::Driver(format!(
+                        "{e:?}: the driver could not load the kernels' PTX (a driver older than \
+                         NVRTC rejects its PTX), and NVRTC could not compile them for this \
+                         device's {native}: {native_error}"
+                    ))
+                })?;
+            Ok((module, kernels))
+        }
+    }
 }
 
 /// The handle of device `ordinal`, created on first use and shared afterwards, or why it cannot be had
@@ -112,8 +115,6 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, CudaError> {
         return Err(CudaError::NoDevice { ordinal, count });
     }
     library_present("cublas")?;
-    let ptx = compiled_kernels()?;
-    let parameters = kernel_parameters()?;
     let context = CudaContext::new(ordinal)?;
     // One stream per device: cudarc's cross-stream event tracking would only add work.
     // SAFETY: no buffer of this context exists yet, and all later work is queued on one stream.
@@ -130,14 +131,14 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, CudaError> {
         )
     };
     status.result()?;
-    let module = context.load_module(ptx)?;
+    let (module, kernels) = load_kernels(&context)?;
     let gpu = Arc::new(Gpu {
         ordinal,
         stream,
         blas,
         module,
         functions: Mutex::new(HashMap::new()),
-        parameters,
+        kernels,
     });
     if gpus.len() <= ordinal {
         gpus.resize(ordinal + 1, None);
@@ -164,7 +165,7 @@ impl Gpu {
 
     /// Errors unless arguments of `sizes` bytes are exactly what kernel `name` takes.
     pub(crate) fn check_arguments(&self, name: &str, sizes: &[usize]) -> Result<(), CudaError> {
-        signature::check_launch(self.parameters, name, sizes).map_err(CudaError::Launch)
+        signature::check_launch(&self.kernels.parameters, name, sizes).map_err(CudaError::Launch)
     }
 
     /// The kernel `name` of `kernels.cu`.

@@ -141,6 +141,9 @@ fn run(
         c.ptr() as *mut c_void,
     );
     let handle = *a.gpu().blas.handle();
+    // cuBLAS runs in the thread's current context; the buffer operations above may not have made it
+    // this device's (a product that needs no cast or allocation reaches here first).
+    a.gpu().stream().context().bind_to_thread()?;
     let algo = cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT;
     // SAFETY: the pointers are into live device buffers of at least batch·m·k, batch·k·n and batch·m·n
     // elements of the declared types (the runtime checks the shapes), and alpha/beta outlive the call.

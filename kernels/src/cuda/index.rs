@@ -2,7 +2,7 @@
 //! and convolution columns. Indices must be in range (the runtime checks them on the host).
 
 use super::device::{elementwise_config, launch};
-use super::ops::{DeviceDim3, acc_type, bits_name, same_device, type_name};
+use super::ops::{DeviceDim3, acc_type, bits_name, same_device, same_type, type_name};
 use super::{CudaError, DeviceBuffer, cast};
 use crate::DType;
 use crate::cpu::{Conv2dGeometry, Dim3};
@@ -79,6 +79,7 @@ fn add_at(
     src: &DeviceBuffer,
 ) -> Result<DeviceBuffer, CudaError> {
     same_device(kernel, &[base, idx, src])?;
+    same_type(kernel, &[base, src])?;
     expect_index(kernel, idx)?;
     let gpu = base.gpu();
     let acc = cast(base, acc_type(base.dtype()))?;

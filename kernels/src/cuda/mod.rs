@@ -6,6 +6,7 @@
 //! [`CudaError::LibraryMissing`] if not (cudarc itself would panic).
 
 mod buffer;
+mod compile;
 mod device;
 mod error;
 mod gemm;
@@ -14,7 +15,8 @@ mod ops;
 mod signature;
 
 pub use buffer::DeviceBuffer;
-pub use device::{Gpu, KERNEL_SOURCE, compiled_kernels, device_count, gpu};
+pub use compile::{KERNEL_SOURCE, PORTABLE_ARCH};
+pub use device::{Gpu, compiled_kernels, device_count, gpu};
 pub use error::CudaError;
 pub use gemm::gemm;
 pub use index::{
@@ -28,25 +30,50 @@ pub use ops::{
 
 #[cfg(test)]
 mod tests {
-    use super::device::kernel_parameters;
-    use super::{CudaError, index::DeviceConv, ops::DeviceDim3, ops::Layout};
+    use super::device::{library_present, portable_kernels};
+    use super::{compile, index::DeviceConv, ops::DeviceDim3, ops::Layout};
     use std::mem::{align_of, size_of};
+
+    /// Whether NVRTC is missing where that is allowed (not in CI, which sets `AMP_REQUIRE_NVRTC`).
+    fn nvrtc_missing_and_allowed() -> bool {
+        let missing = library_present("nvrtc").is_err();
+        if missing && std::env::var_os("AMP_REQUIRE_NVRTC").is_none() {
+            eprintln!("libnvrtc not found: kernel compilation not checked");
+            return true;
+        }
+        false
+    }
+
+    /// A device gets machine code for its own architecture (here an H100/H200's `sm_90`), with the same
+    /// kernels and parameters as the portable PTX.
+    #[test]
+    fn kernels_compile_to_machine_code_for_a_real_architecture() {
+        if nvrtc_missing_and_allowed() {
+            return;
+        }
+        let native = compile::for_arch("sm_90").unwrap_or_else(|e| panic!("{e}"));
+        let portable = portable_kernels().unwrap_or_else(|e| panic!("{e}"));
+        let cubin = native.cubin.as_deref().expect("machine code for sm_90");
+        assert!(cubin.starts_with(b"\x7fELF"), "not an ELF image");
+        assert!(
+            portable.cubin.is_none(),
+            "a virtual architecture has no machine code"
+        );
+        assert!(native.ptx.contains(".target sm_90"));
+        assert_eq!(native.parameters, portable.parameters);
+        assert!(portable.parameters.len() > 150);
+    }
 
     /// Every struct a kernel takes by value has the size and alignment of the Rust struct passed for it,
     /// read from the PTX NVRTC writes (the launches check scalars and pointers the same way on a device).
     /// Without the NVRTC library this passes vacuously, unless `AMP_REQUIRE_NVRTC` is set (as in CI).
     #[test]
     fn structs_passed_by_value_match_the_kernels_parameters() {
-        let parameters = match kernel_parameters() {
-            Ok(parameters) => parameters,
-            Err(CudaError::LibraryMissing { .. })
-                if std::env::var_os("AMP_REQUIRE_NVRTC").is_none() =>
-            {
-                eprintln!("libnvrtc not found: kernel parameters not checked");
-                return;
-            }
-            Err(e) => panic!("{e}"),
-        };
+        if nvrtc_missing_and_allowed() {
+            return;
+        }
+        let kernels = portable_kernels().unwrap_or_else(|e| panic!("{e}"));
+        let parameters = &kernels.parameters;
         let (layout, dim3, conv) = (
             size_of::<Layout>(),
             size_of::<DeviceDim3>(),

@@ -103,6 +103,19 @@ pub(super) fn same_device(op: &str, buffers: &[&DeviceBuffer]) -> Result<(), Cud
     }
 }
 
+/// Errors unless every buffer has the first one's element type (kernels are named by one of them and read
+/// all as that type).
+pub(super) fn same_type(op: &str, buffers: &[&DeviceBuffer]) -> Result<(), CudaError> {
+    let first = buffers[0].dtype();
+    match buffers.iter().find(|b| b.dtype() != first) {
+        Some(other) => Err(CudaError::Unsupported(format!(
+            "{op}: operands of {first} and {}",
+            other.dtype()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// `x` converted to `to`, rounding once (to nearest even; i64 and bool as the CPU casts).
 pub fn cast(x: &DeviceBuffer, to: DType) -> Result<DeviceBuffer, CudaError> {
     if x.dtype() == to {
@@ -164,6 +177,7 @@ pub fn unary_backward(
     dy: &DeviceBuffer,
 ) -> Result<DeviceBuffer, CudaError> {
     same_device("unary_backward", &[x, y, dy])?;
+    same_type("unary_backward", &[x, y, dy])?;
     let gpu = x.gpu();
     let dx = DeviceBuffer::uninit(gpu, x.dtype(), x.len())?;
     let (code, c0, c1) = unary_code(op);
@@ -181,6 +195,7 @@ pub fn binary(
     layout: &Broadcast,
 ) -> Result<DeviceBuffer, CudaError> {
     same_device("binary", &[a, b])?;
+    same_type("binary", &[a, b])?;
     let gpu = a.gpu();
     let out = DeviceBuffer::uninit(gpu, a.dtype(), layout.numel())?;
     let code = match op {
@@ -206,6 +221,7 @@ pub fn compare(
     layout: &Broadcast,
 ) -> Result<DeviceBuffer, CudaError> {
     same_device("compare", &[a, b])?;
+    same_type("compare", &[a, b])?;
     let gpu = a.gpu();
     let out = DeviceBuffer::uninit(gpu, DType::Bool, layout.numel())?;
     let code = match op {
@@ -232,6 +248,13 @@ pub fn select(
     layout: &Broadcast,
 ) -> Result<DeviceBuffer, CudaError> {
     same_device("select", &[cond, a, b])?;
+    same_type("select", &[a, b])?;
+    if cond.dtype() != DType::Bool {
+        return Err(CudaError::Unsupported(format!(
+            "select: the condition must be bool, got {}",
+            cond.dtype()
+        )));
+    }
     let gpu = a.gpu();
     let out = DeviceBuffer::uninit(gpu, a.dtype(), layout.numel())?;
     let l = Layout::of(layout)?;
@@ -459,6 +482,14 @@ pub fn adam_step(
     hp: &AdamStep,
 ) -> Result<(), CudaError> {
     same_device("adam_step", &[param, grad, m, v])?;
+    let n = param.len();
+    assert!(
+        grad.len() == n && m.len() == n && v.len() == n,
+        "adam_step: buffer lengths differ (param {n}, grad {}, m {}, v {})",
+        grad.len(),
+        m.len(),
+        v.len()
+    );
     let gpu = param.gpu().clone();
     let AdamConsts {
         beta1,
@@ -489,6 +520,13 @@ pub fn sgd_step(
     hp: &SgdStep,
 ) -> Result<(), CudaError> {
     same_device("sgd_step", &[param, grad])?;
+    let n = param.len();
+    let momentum = buffer.as_ref().map_or(n, |b| b.len());
+    assert!(
+        grad.len() == n && momentum == n,
+        "sgd_step: buffer lengths differ (param {n}, grad {}, momentum {momentum})",
+        grad.len()
+    );
     let gpu = param.gpu().clone();
     let (lr, wd, mu, damp) = (
         hp.lr as f32,
