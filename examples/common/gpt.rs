@@ -233,7 +233,11 @@ impl<P: Policy> Gpt<P> {
     /// Logits `[batch, time, vocab]` for token ids `[batch, time]` (time at most the context).
     pub fn logits(&self, ids: &Tensor<i64>) -> Tensor<f32> {
         let time = ids.shape()[1];
-        let positions = Tensor::<i64>::arange(time);
+        // Made on the host, like every constructor, and moved to where the ids are (PyTorch's
+        // `torch.arange(t, device=ids.device)`).
+        let positions = Tensor::<i64>::arange(time)
+            .to_device(ids.device())
+            .unwrap_or_else(|e| panic!("positions on {}: {e}", ids.device()));
         let mut x = self.token_embedding.forward(ids) + self.position_embedding.forward(&positions);
         for block in &self.blocks {
             let attended = self.self_attention(&block.attn, &block.attn_norm.forward(&x));

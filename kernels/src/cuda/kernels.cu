@@ -3,6 +3,9 @@
 // the `half` crate) or by PTX `cvt` instructions (f16). Every op computes in f32 (f64 for f64), like the
 // CPU kernels, and rounds once to its output type.
 //
+// The same source also compiles as host C++ for the emulated GPU (`scripts/cuda-emulator`), which defines
+// AMP_HOST_EMULATION and supplies the f16 conversions in software.
+//
 // Names: `<op>_<type>` or `<op>_<in>_<out>`, types f32 f64 bf16 f16 i64 bool (and u8/u16/u32/u64 for
 // kernels that only move bits). Element counts are 64-bit; every kernel uses a grid-stride loop, so any
 // grid size is correct.
@@ -34,9 +37,13 @@ struct Dim3 { u64 outer; u64 size; u64 inner; };
 
 __device__ __forceinline__ float bf16_to_float(bf16 v) { return __uint_as_float(((unsigned)v.bits) << 16); }
 __device__ __forceinline__ float f16_to_float(f16 v) {
+#ifdef AMP_HOST_EMULATION
+    return amp_f16_bits_to_float(v.bits);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.bits));
     return f;
+#endif
 }
 // Round to nearest even; NaN stays NaN (quiet bit set), as `half::bf16::from_f32`.
 __device__ __forceinline__ bf16 float_to_bf16(float f) {
@@ -52,12 +59,20 @@ __device__ __forceinline__ bf16 float_to_bf16(float f) {
 }
 __device__ __forceinline__ f16 float_to_f16(float f) {
     f16 r;
+#ifdef AMP_HOST_EMULATION
+    r.bits = amp_float_to_f16_bits(f);
+#else
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r.bits) : "f"(f));
+#endif
     return r;
 }
 __device__ __forceinline__ f16 double_to_f16(double d) {
     f16 r;
+#ifdef AMP_HOST_EMULATION
+    r.bits = amp_double_to_f16_bits(d);
+#else
     asm("cvt.rn.f16.f64 %0, %1;" : "=h"(r.bits) : "d"(d));
+#endif
     return r;
 }
 // f64 -> f32 rounding to odd: a later rounding to a narrower type is then correctly rounded (no double
