@@ -2,6 +2,7 @@
 //! cuBLAS called directly through cudarc's own `Gemm`, and the fused unscale + check and Adam update in
 //! GB/s on 1 GiB of f32 gradients against a device-to-device copy. Medians of 5 timed runs after a
 //! warm-up. Run by `scripts/gpu-check.sh`; without a device it says why and exits with status 1.
+//! `--small` runs every step at small sizes (a check of the program, run in CI on the emulated GPU).
 //!
 //! ```text
 //! cargo run --release -p amp-kernels --features cuda --example cuda_bench
@@ -95,11 +96,28 @@ fn our_rate(gpu: &Arc<Gpu>, dtype: DType, n: usize) -> Result<f64, CudaError> {
     Ok(2.0 * (n as f64).powi(3) / seconds / 1e12)
 }
 
-fn run() -> Result<(), CudaError> {
+/// Sizes of one run: GEMM orders, and elements of the bandwidth buffers.
+struct Sizes {
+    gemm: &'static [usize],
+    stream: usize,
+}
+
+/// The benchmark's sizes, or (`--small`) a quick run of every step at small sizes, which checks the
+/// program itself (on the emulated GPU, for one).
+const FULL: Sizes = Sizes {
+    gemm: &[4096, 8192],
+    stream: (1 << 30) / 4, // 1 GiB of f32 gradients
+};
+const SMALL: Sizes = Sizes {
+    gemm: &[96],
+    stream: 1 << 16,
+};
+
+fn run(sizes: &Sizes) -> Result<(), CudaError> {
     let gpu = cuda::gpu(0)?;
     println!("| kernel | ours | reference | ratio |");
     println!("|---|---|---|---|");
-    for n in [4096, 8192] {
+    for &n in sizes.gemm {
         let rows: [(DType, f64); 3] = [
             (DType::BF16, cublas_rate::<bf16>(&gpu, n)?),
             (DType::F16, cublas_rate::<f16>(&gpu, n)?),
@@ -113,7 +131,8 @@ fn run() -> Result<(), CudaError> {
             );
         }
     }
-    let n = (1usize << 30) / 4; // 1 GiB of f32 gradients
+    let n = sizes.stream;
+    let mib = (n * 4) as f64 / f64::from(1 << 20);
     let grad = DeviceBuffer::upload(&gpu, &random::<f32>(n, 3))?;
     let copy_seconds = time(&gpu, || grad.try_clone().map(drop))?;
     let copy = 2.0 * (n * 4) as f64 / copy_seconds / 1e9;
@@ -138,7 +157,7 @@ fn run() -> Result<(), CudaError> {
     let adam = 7.0 * (n * 4) as f64 / adam_seconds / 1e9; // reads w g m v, writes w m v
     for (name, value) in [("unscale + check", unscale), ("Adam update", adam)] {
         println!(
-            "| {name}, 1 GiB f32 | {value:.0} GB/s | device copy {copy:.0} GB/s | {:.2} |",
+            "| {name}, {mib:.2} MiB f32 | {value:.0} GB/s | device copy {copy:.0} GB/s | {:.2} |",
             value / copy
         );
     }
@@ -146,7 +165,15 @@ fn run() -> Result<(), CudaError> {
 }
 
 fn main() {
-    if let Err(e) = run() {
+    let sizes = match std::env::args().nth(1).as_deref() {
+        None => &FULL,
+        Some("--small") => &SMALL,
+        Some(other) => {
+            eprintln!("cuda_bench: unknown argument {other} (the only one is --small)");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(sizes) {
         eprintln!("cuda_bench: {e}");
         std::process::exit(1);
     }

@@ -133,4 +133,17 @@ cublasStatus_t cublasGemmStridedBatchedEx(Handle*, int transa, int transb, int m
                 ldc, stride_c, batch, compute);
 }
 
+cublasStatus_t cublasSgemm_v2(Handle*, int transa, int transb, int m, int n, int k, const float* alpha, const float* a,
+                              int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
+    return gemm(transa, transb, m, n, k, alpha, a, CUDA_R_32F, lda, 0, b, CUDA_R_32F, ldb, 0, beta, c, CUDA_R_32F,
+                ldc, 0, 1, CUBLAS_COMPUTE_32F);
+}
+
+cublasStatus_t cublasDgemm_v2(Handle*, int transa, int transb, int m, int n, int k, const double* alpha,
+                              const double* a, int lda, const double* b, int ldb, const double* beta, double* c,
+                              int ldc) {
+    return gemm(transa, transb, m, n, k, alpha, a, CUDA_R_64F, lda, 0, b, CUDA_R_64F, ldb, 0, beta, c, CUDA_R_64F,
+                ldc, 0, 1, CUBLAS_COMPUTE_64F);
+}
+
 }  // extern "C"
