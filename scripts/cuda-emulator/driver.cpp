@@ -111,13 +111,25 @@ void start_fiber(Fiber& f) {
     f.done = false;
 }
 
+// The order threads run in between barriers: ascending, or descending when AMP_EMULATOR_ORDER=reverse. A
+// kernel that reads another thread's write without a barrier between them sees the old value in one order
+// or the other, so CI runs the device tests in both.
+bool reverse_order() {
+    static const bool reverse = [] {
+        const char* order = std::getenv("AMP_EMULATOR_ORDER");
+        return order && std::strcmp(order, "reverse") == 0;
+    }();
+    return reverse;
+}
+
 void run_block(unsigned threads) {
     while (fibers.size() < threads) fibers.push_back(std::make_unique<Fiber>());
     for (unsigned t = 0; t < threads; ++t) start_fiber(*fibers[t]);
     unsigned live = threads;
     while (live > 0) {
         live = 0;
-        for (unsigned t = 0; t < threads; ++t) {
+        for (unsigned i = 0; i < threads; ++i) {
+            unsigned t = reverse_order() ? threads - 1 - i : i;
             if (fibers[t]->done) continue;
             current = t;
             threadIdx = {t, 0, 0};
