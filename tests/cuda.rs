@@ -532,6 +532,75 @@ fn sgd_on_the_device_matches_the_cpu() {
     assert_close("momentum buffer", a, &on(b, gpu()));
 }
 
+/// Weights stored in bf16 or f16 on the device take AdamW's updates with each update rounding there (the
+/// fused step, then the rounding kernel): the same weights as on the CPU, the same as a run that moves to
+/// the CPU halfway (so the rounding's counter and compensation carry over), and not those of round-to-
+/// nearest (so the mode took effect).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn update_roundings_on_the_device_match_the_cpu() {
+    use amp::train::{Adam, AdamConfig, Optimizer, UpdateRounding};
+    let mut rng = Rng::new(9);
+    let init = Tensor::<f32>::randn([37, 11], &mut rng);
+    let x = Tensor::<f32>::randn([6, 11], &mut rng);
+    // Devices to train on, step by step.
+    let run = |storage: DType, mode: UpdateRounding, devices: &[Device]| {
+        let w = Param::named("w", init.clone());
+        w.set_storage(storage);
+        w.set_update_rounding(mode);
+        // A small learning rate: most updates are below half a bf16 step, where the modes differ.
+        let mut opt = Adam::new(vec![w.clone()], AdamConfig::adamw(2e-4, 0.0));
+        for &device in devices {
+            w.to_device(device).unwrap();
+            let loss = on(&x, device).linear(&w.get::<f32>(), None).tanh().sum(..);
+            opt.step(&loss.backward());
+        }
+        w.value().to_device(Device::Cpu).unwrap().to_vec()
+    };
+    // Elements that differ by more than one step of the storage type, and elements that differ at all.
+    let differences = |a: &[f32], b: &[f32], step: f32| {
+        let far = a
+            .iter()
+            .zip(b)
+            .filter(|(x, y)| (*x - *y).abs() > step * x.abs().max(1e-3))
+            .count();
+        let any = a.iter().zip(b).filter(|(x, y)| x != y).count();
+        (far, any)
+    };
+    let (cpu, g) = (Device::Cpu, gpu());
+    for (storage, mode, step) in [
+        (
+            DType::BF16,
+            UpdateRounding::Stochastic { seed: 7 },
+            2f32.powi(-7),
+        ),
+        (DType::BF16, UpdateRounding::Kahan, 2f32.powi(-7)),
+        (DType::F16, UpdateRounding::Kahan, 2f32.powi(-10)),
+    ] {
+        let what = format!("{storage} storage, {mode:?}");
+        let on_cpu = run(storage, mode, &[cpu; 6]);
+        let on_gpu = run(storage, mode, &[g; 6]);
+        let moved = run(storage, mode, &[g, g, g, cpu, cpu, cpu]);
+        let nearest = run(storage, UpdateRounding::Nearest, &[cpu; 6]);
+        let n = on_cpu.len();
+        // The forward and backward passes differ in their last bits between CPU and GPU, which can tip
+        // a rounding the other way: a few elements may differ by one step of the storage type.
+        for (name, other) in [("on the device", &on_gpu), ("moved to the CPU", &moved)] {
+            let (far, any) = differences(&on_cpu, other, step);
+            assert!(
+                far == 0 && any * 20 <= n,
+                "{what}: {name}, {far} of {n} weights differ from the CPU run by more than a step and \
+                 {any} at all"
+            );
+        }
+        let (_, changed) = differences(&on_cpu, &nearest, step);
+        assert!(
+            changed * 4 >= n,
+            "{what}: only {changed} of {n} weights differ from round-to-nearest"
+        );
+    }
+}
+
 /// Runs everywhere: a device that is not there is an error naming it, and nothing panics.
 #[test]
 fn asking_for_a_missing_device_is_an_error() {

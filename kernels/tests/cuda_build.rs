@@ -10,7 +10,15 @@ fn expected_kernels() -> Vec<String> {
     let all = ["f32", "f64", "bf16", "f16", "i64", "bool"];
     let floats = &all[..4];
     let bits = ["u8", "u16", "u32", "u64"];
-    let mut names = vec!["adam_step".to_string(), "sgd_step".to_string()];
+    let mut names: Vec<String> = [
+        "adam_step",
+        "sgd_step",
+        "stochastic_round_bf16",
+        "kahan_round_bf16",
+        "kahan_round_f16",
+    ]
+    .map(String::from)
+    .to_vec();
     for i in all {
         names.push(format!("compare_{i}"));
         names.extend(all.iter().map(|o| format!("cast_{i}_{o}")));

@@ -209,10 +209,9 @@ impl Param {
     }
 
     /// Updates a master weight that lives on a device with `f` on its buffer (in place when nothing
-    /// else holds it, else on a copy), then rounds it
-    /// to the storage type for the `-true` modes. Returns `false`, doing nothing, for a weight on the CPU
-    /// or a rounding mode that runs on the host (stochastic, Kahan): callers then use
-    /// [`update`](Self::update).
+    /// else holds it, else on a copy), then rounds it to the storage type for the `-true` modes, by the
+    /// parameter's update rounding (to nearest, stochastic or Kahan-compensated, all on the device).
+    /// Returns `false`, doing nothing, for a weight on the CPU: callers then use [`update`](Self::update).
     ///
     /// Panics if the device fails (naming it): the weight keeps its old value then.
     #[cfg(feature = "cuda")]
@@ -220,15 +219,11 @@ impl Param {
         &self,
         f: impl FnOnce(&mut amp_kernels::cuda::DeviceBuffer) -> Result<(), amp_kernels::cuda::CudaError>,
     ) -> bool {
-        use amp_kernels::cuda;
         let mut state = self.state();
         if state.value.storage().buffer().is_none() {
             return false;
         }
         let storage = state.storage;
-        if storage != DType::F32 && state.rounding.mode() != UpdateRounding::Nearest {
-            return false;
-        }
         let device = state.value.device();
         if storage == DType::F32
             && let Some(w) = state.value.unique_device_buffer()
@@ -239,11 +234,13 @@ impl Param {
             state.casts.clear();
             return true;
         }
+        let state = &mut *state;
         let buffer = state.value.storage().buffer().expect("checked above");
+        let rounding = &mut state.rounding;
         let updated = buffer.try_clone().and_then(|mut w| {
             f(&mut w)?;
             if storage != DType::F32 {
-                w = cuda::cast(&cuda::cast(&w, storage)?, DType::F32)?;
+                rounding.round_on_device(buffer, &mut w, storage)?;
             }
             Ok(w)
         });

@@ -506,6 +506,45 @@ extern "C" __global__ void sgd_step(float* w, const float* g, float* b, u64 n, f
     }
 }
 
+// ---- update rounding of weights stored in bf16 or f16 (`cpu::rounding`) ---------------------------------
+
+// SplitMix64's finalizer, and the 16 random bits of element `index` of update `counter` under `seed`, as
+// `cpu::rounding_bits`.
+__device__ __forceinline__ u64 mix(u64 z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+__device__ __forceinline__ unsigned rounding_bits(u64 seed, u64 counter, u64 index) {
+    u64 key = mix(seed ^ mix(counter + 0x9e3779b97f4a7c15ull));
+    return (unsigned)(mix(key + index * 0x9e3779b97f4a7c15ull) >> 48);
+}
+
+// Stochastic rounding to bf16 in place: up one bf16 step with probability dropped / 2^16.
+extern "C" __global__ void stochastic_round_bf16(float* v, u64 n, u64 seed, u64 counter) {
+    GRID_STRIDE(i, n) {
+        float x = v[i];
+        if (!isfinite(x)) continue;
+        unsigned bits = __float_as_uint(x), kept = bits & 0xffff0000u, dropped = bits & 0xffffu;
+        v[i] = __uint_as_float(rounding_bits(seed, counter, i) < dropped ? kept + 0x10000u : kept);
+    }
+}
+
+// Kahan-compensated rounding of updated weights `neu` (old values `old`) to T, carrying in `comp` what
+// each rounding dropped, as `cpu::kahan_round_through`.
+#define KAHAN(name, T, _) \
+    extern "C" __global__ void kahan_round_##name(const float* old, float* neu, T* comp, u64 n) { \
+        GRID_STRIDE(i, n) { \
+            float o = old[i]; \
+            float u = (neu[i] - o) + to_acc(comp[i]); \
+            float stored = to_acc(convert<T>(o + u)); \
+            comp[i] = convert<T>(isfinite(stored) ? u - (stored - o) : 0.0f); \
+            neu[i] = stored; \
+        } \
+    }
+KAHAN(bf16, bf16, _)
+KAHAN(f16, f16, _)
+
 // ---- indexing (indices are checked on the host before a launch) -----------------------------------------
 
 // gather along the middle dimension of `d`: out[(o, t, i)] = x[(o, idx[(o, t, i)], i)], t < idx_size.

@@ -23,9 +23,9 @@ pub use index::{
     arg_reduce, col2im, cumsum, gather, im2col, index_add, index_select, logsumexp, scatter_add,
 };
 pub use ops::{
-    MAX_RANK, adam_step, binary, broadcast_copy, cast, compare, copy_rows, layer_norm,
-    norm_backward, permute, reduce, rms_norm, select, sgd_step, softmax, softmax_backward, unary,
-    unary_backward, unscale_and_check,
+    MAX_RANK, adam_step, binary, broadcast_copy, cast, compare, copy_rows, kahan_round_through,
+    layer_norm, norm_backward, permute, reduce, rms_norm, select, sgd_step, softmax,
+    softmax_backward, stochastic_round_bf16, unary, unary_backward, unscale_and_check,
 };
 
 #[cfg(test)]

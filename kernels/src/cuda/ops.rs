@@ -544,3 +544,55 @@ pub fn sgd_step(
     launch!(gpu, "sgd_step", elementwise_config(param.len());
         wp, gp, bp, n, lr, wd, mu, damp, nesterov, first)
 }
+
+/// Stochastic rounding of f32 `values` to bf16 in place, as
+/// [`cpu::stochastic_round_bf16`](crate::cpu::stochastic_round_bf16): the same random bits for the same
+/// seed, counter and element.
+pub fn stochastic_round_bf16(
+    values: &mut DeviceBuffer,
+    seed: u64,
+    counter: u64,
+) -> Result<(), CudaError> {
+    assert_eq!(
+        values.dtype(),
+        DType::F32,
+        "stochastic_round_bf16: the values are f32"
+    );
+    let gpu = values.gpu().clone();
+    let (vp, n) = (values.ptr(), values.len() as u64);
+    launch!(gpu, "stochastic_round_bf16", elementwise_config(values.len()); vp, n, seed, counter)
+}
+
+/// Kahan-compensated rounding of the updated f32 weights `new` (previously `old`) to the type of
+/// `compensation` (bf16 or f16), which carries what each rounding dropped, as
+/// [`cpu::kahan_round_through`](crate::cpu::kahan_round_through).
+pub fn kahan_round_through(
+    old: &DeviceBuffer,
+    new: &mut DeviceBuffer,
+    compensation: &mut DeviceBuffer,
+) -> Result<(), CudaError> {
+    same_device("kahan_round_through", &[old, new, compensation])?;
+    let n = new.len();
+    assert!(
+        old.len() == n && compensation.len() == n,
+        "kahan_round_through: {} old values, {n} new values and {} compensations differ",
+        old.len(),
+        compensation.len()
+    );
+    assert!(
+        old.dtype() == DType::F32 && new.dtype() == DType::F32,
+        "kahan_round_through: the weights are f32"
+    );
+    let name = match compensation.dtype() {
+        DType::BF16 => "kahan_round_bf16",
+        DType::F16 => "kahan_round_f16",
+        other => {
+            return Err(CudaError::Unsupported(format!(
+                "kahan_round_through: compensation in {other} (bf16 or f16)"
+            )));
+        }
+    };
+    let gpu = new.gpu().clone();
+    let (op, np, cp, count) = (old.ptr(), new.ptr(), compensation.ptr(), n as u64);
+    launch!(gpu, name, elementwise_config(n); op, np, cp, count)
+}

@@ -24,7 +24,8 @@ use amp_kernels::{bf16, f16};
 ///
 /// Neither is needed with f32 master weights (`"bf16-mixed"`), which keep every update exactly at
 /// 2 more bytes per weight than Kahan's buffer. The compensation buffer and the update counter live in
-/// the parameter and are not saved in checkpoints: a resumed run continues with a fresh buffer.
+/// the parameter (on its device, for a weight updated there) and are saved in checkpoints, so a resumed
+/// run rounds as an uninterrupted one would.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UpdateRounding {
     /// Round to nearest (what a half-precision weight does by itself).
@@ -54,6 +55,9 @@ enum Compensation {
     None,
     Bf16(Vec<bf16>),
     F16(Vec<f16>),
+    /// On the device of a weight updated there, in the storage type.
+    #[cfg(feature = "cuda")]
+    Device(amp_kernels::cuda::DeviceBuffer),
 }
 
 impl RoundingState {
@@ -85,6 +89,8 @@ impl RoundingState {
     /// Rounds updated values `data` to `storage` by the mode (`old`: the values before the update,
     /// given when [`needs_old`](Self::needs_old)).
     pub(crate) fn round(&mut self, old: Option<&[f32]>, data: &mut [f32], storage: DType) {
+        #[cfg(feature = "cuda")]
+        self.compensation_to_host();
         match (storage, self.mode, old) {
             (DType::BF16, UpdateRounding::Stochastic { seed }, _) => {
                 stochastic_round_bf16(data, seed, self.updates);
@@ -112,18 +118,101 @@ impl RoundingState {
         }
     }
 
+    /// Rounds updated values `data` on a device to `storage` by the mode, as [`round`](Self::round) does
+    /// on the host (`old`: the values before the update); the Kahan compensation moves to the device.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn round_on_device(
+        &mut self,
+        old: &amp_kernels::cuda::DeviceBuffer,
+        data: &mut amp_kernels::cuda::DeviceBuffer,
+        storage: DType,
+    ) -> Result<(), amp_kernels::cuda::CudaError> {
+        use amp_kernels::cuda::{self, DeviceBuffer};
+        match (storage, self.mode) {
+            (DType::BF16, UpdateRounding::Stochastic { seed }) => {
+                cuda::stochastic_round_bf16(data, seed, self.updates)?;
+                self.updates += 1;
+            }
+            (DType::BF16 | DType::F16, UpdateRounding::Kahan) => {
+                let gpu = data.gpu().clone();
+                let n = data.len();
+                let here = matches!(&self.compensation, Compensation::Device(c)
+                    if c.len() == n && c.dtype() == storage && c.gpu().ordinal() == gpu.ordinal());
+                if !here {
+                    // Made as zeros, or moved from the host (or another device) when it fits.
+                    let values = self.compensation_values().filter(|v| v.len() == n);
+                    let buffer = match (values, storage) {
+                        (Some(v), DType::F16) => {
+                            let v: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                            DeviceBuffer::upload(&gpu, &v)?
+                        }
+                        (Some(v), _) => {
+                            let v: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+                            DeviceBuffer::upload(&gpu, &v)?
+                        }
+                        (None, _) => DeviceBuffer::zeros(&gpu, storage, n)?,
+                    };
+                    self.compensation = Compensation::Device(buffer);
+                }
+                if let Compensation::Device(c) = &mut self.compensation {
+                    cuda::kahan_round_through(old, data, c)?;
+                }
+            }
+            (DType::BF16 | DType::F16, _) => {
+                *data = cuda::cast(&cuda::cast(data, storage)?, DType::F32)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Brings a compensation kept on a device back to host memory (a weight moved back to the host).
+    #[cfg(feature = "cuda")]
+    fn compensation_to_host(&mut self) {
+        if let Compensation::Device(c) = &self.compensation {
+            let values = self.compensation_values().unwrap_or_default();
+            self.compensation = match c.dtype() {
+                DType::F16 => Compensation::F16(values.iter().map(|&v| f16::from_f32(v)).collect()),
+                _ => Compensation::Bf16(values.iter().map(|&v| bf16::from_f32(v)).collect()),
+            };
+        }
+    }
+
+    /// The compensation's values (exact in f32), wherever it is; `None` when there is none.
+    ///
+    /// Panics if the device holding it fails.
+    fn compensation_values(&self) -> Option<Vec<f32>> {
+        match &self.compensation {
+            Compensation::None => None,
+            Compensation::Bf16(c) => Some(c.iter().map(|v| v.to_f32()).collect()),
+            Compensation::F16(c) => Some(c.iter().map(|v| v.to_f32()).collect()),
+            #[cfg(feature = "cuda")]
+            Compensation::Device(c) => {
+                let values = match c.dtype() {
+                    DType::F16 => c
+                        .download::<f16>()
+                        .map(|v| v.iter().map(|x| x.to_f32()).collect()),
+                    _ => c
+                        .download::<bf16>()
+                        .map(|v| v.iter().map(|x| x.to_f32()).collect()),
+                };
+                Some(values.unwrap_or_else(|e| {
+                    panic!(
+                        "update rounding's compensation on cuda:{}: {e}",
+                        c.gpu().ordinal()
+                    )
+                }))
+            }
+        }
+    }
+
     /// What the mode carries between updates, for a checkpoint: the stochastic rounding counter and the
     /// Kahan compensation (exact in f32). `None` for round-to-nearest, which carries nothing.
     pub(crate) fn snapshot(&self) -> Option<(u64, Option<Vec<f32>>)> {
         if self.mode == UpdateRounding::Nearest {
             return None;
         }
-        let compensation = match &self.compensation {
-            Compensation::None => None,
-            Compensation::Bf16(c) => Some(c.iter().map(|v| v.to_f32()).collect()),
-            Compensation::F16(c) => Some(c.iter().map(|v| v.to_f32()).collect()),
-        };
-        Some((self.updates, compensation))
+        Some((self.updates, self.compensation_values()))
     }
 
     /// Restores a [`snapshot`](Self::snapshot) into this (already configured) mode: the counter, and
@@ -151,6 +240,8 @@ impl RoundingState {
             Compensation::None => 0,
             Compensation::Bf16(c) => 2 * c.len(),
             Compensation::F16(c) => 2 * c.len(),
+            #[cfg(feature = "cuda")]
+            Compensation::Device(c) => 2 * c.len(),
         }
     }
 }
