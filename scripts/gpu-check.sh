@@ -35,14 +35,16 @@ build() {
     mkdir -p "$out"
     cargo build --release -p amp-kernels --features cuda --example cuda_bench
     cp target/release/examples/cuda_bench "$out/"
-    cargo test --release --features cuda --test cuda --no-run --message-format=json \
+    # The device tests: the runtime's (tests/cuda.rs) and the 8-bit kernels' (kernels/tests/cuda_optim8.rs).
+    cargo test --release --workspace --features cuda --test cuda --test cuda_optim8 --no-run \
+        --message-format=json \
         | python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "cuda":
-        print(m["executable"])' \
-        | xargs -I{} cp {} "$out/cuda_tests"
-    strip "$out/cuda_tests" "$out/cuda_bench"
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])' \
+        | while read -r name executable; do cp "$executable" "$out/${name}_tests"; done
+    strip "$out/cuda_tests" "$out/cuda_optim8_tests" "$out/cuda_bench"
     ls -la "$out"
 }
 
@@ -52,6 +54,7 @@ run() {
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
     "$dir/cuda_tests" --ignored --test-threads=1
+    "$dir/cuda_optim8_tests" --ignored --test-threads=1
     "$dir/cuda_tests" --test-threads=1
     "$dir/cuda_bench"
 }

@@ -19,10 +19,12 @@ pub enum DType {
     I64,
     /// Boolean, for masks and comparisons.
     Bool,
+    /// Unsigned byte: the codes of 8-bit optimizer states in device memory (no tensor holds it).
+    U8,
 }
 
 impl DType {
-    /// The short name: `"f32"`, `"f64"`, `"bf16"`, `"f16"`, `"i64"`, `"bool"`.
+    /// The short name: `"f32"`, `"f64"`, `"bf16"`, `"f16"`, `"i64"`, `"bool"`, `"u8"`.
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -31,6 +33,7 @@ impl DType {
             DType::F16 => "f16",
             DType::I64 => "i64",
             DType::Bool => "bool",
+            DType::U8 => "u8",
         }
     }
 
@@ -40,7 +43,7 @@ impl DType {
             DType::F64 | DType::I64 => 8,
             DType::F32 => 4,
             DType::BF16 | DType::F16 => 2,
-            DType::Bool => 1,
+            DType::Bool | DType::U8 => 1,
         }
     }
 

@@ -16,6 +16,8 @@ fn expected_kernels() -> Vec<String> {
         "stochastic_round_bf16",
         "kahan_round_bf16",
         "kahan_round_f16",
+        "adam8bit_step",
+        "momentum8bit_step",
     ]
     .map(String::from)
     .to_vec();

@@ -18,6 +18,7 @@ using std::isinf;
 using std::log;
 using std::log1p;
 using std::pow;
+using std::signbit;
 using std::sqrt;
 using std::tanh;
 

@@ -16,7 +16,7 @@ pub mod isa;
 mod layout;
 mod norm;
 mod optim;
-mod optim8;
+pub(crate) mod optim8;
 mod quant8;
 mod reduce;
 mod rounding;

@@ -24,21 +24,21 @@ const TASK_BLOCKS: usize = 64;
 
 /// Adam's constants for one step, as bitsandbytes derives them.
 #[derive(Clone, Copy)]
-struct AdamConsts {
-    beta1: f32,
-    beta2: f32,
+pub(crate) struct AdamConsts {
+    pub(crate) beta1: f32,
+    pub(crate) beta2: f32,
     /// `-lr·√(1-β2^t) / (1-β1^t)`.
-    step_size: f32,
+    pub(crate) step_size: f32,
     /// `√(1-β2^t)·eps`.
-    eps_hat: f32,
+    pub(crate) eps_hat: f32,
     /// Adam's L2 term added to the gradient (0 for AdamW).
-    l2: f32,
+    pub(crate) l2: f32,
     /// AdamW's factor `1 - lr·wd` applied after the update (1 for Adam or without decay).
-    decay: f32,
+    pub(crate) decay: f32,
 }
 
 impl AdamConsts {
-    fn new(hp: &AdamStep) -> Self {
+    pub(crate) fn new(hp: &AdamStep) -> Self {
         let t = hp.step.max(1) as i32;
         let correction1 = 1.0 - hp.beta1.powi(t);
         let correction2 = (1.0 - hp.beta2.powi(t)).sqrt();

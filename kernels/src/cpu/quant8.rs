@@ -169,6 +169,13 @@ impl Codebook {
         &self.values
     }
 
+    /// `(values[i] + values[i + 1]) * 0.5` in f32: a value above midpoint `i` rounds to entry `i + 1`
+    /// or beyond, one equal to it to the even one of `i` and `i + 1` (what `nearest_fast` does; the
+    /// vector and device kernels search these).
+    pub fn midpoints(&self) -> &[f32; 255] {
+        &self.midpoints
+    }
+
     /// Whether the codebook holds negative values.
     pub fn is_signed(&self) -> bool {
         self.signed
@@ -217,11 +224,6 @@ impl Codebook {
 }
 
 impl Codebook {
-    /// The midpoints between neighbouring entries (the vector kernels' view).
-    pub(crate) fn midpoints(&self) -> &[f32; 255] {
-        &self.midpoints
-    }
-
     /// [`nearest`](Self::nearest) in a few operations: the code of `x`'s bin (sign, octave, top 8
     /// mantissa bits) from a table, then one comparison with the midpoint to the next entry (ties to
     /// the even code, where the binary search ends). The same result for every f32, by construction (the table is built

@@ -64,13 +64,46 @@ impl DeviceBuffer {
 
     /// A copy of `data` on the device.
     pub fn upload<E: Elem>(gpu: &Arc<Gpu>, data: &[E]) -> Result<Self, CudaError> {
-        let mut buffer = Self::uninit(gpu, E::DTYPE, data.len())?;
-        if !data.is_empty() {
-            let len = std::mem::size_of_val(data);
+        Self::upload_raw(gpu, E::DTYPE, as_bytes(data), data.len())
+    }
+
+    /// A copy of `bytes` on the device, as a [`DType::U8`] buffer (the codes of 8-bit states).
+    pub fn upload_bytes(gpu: &Arc<Gpu>, bytes: &[u8]) -> Result<Self, CudaError> {
+        Self::upload_raw(gpu, DType::U8, bytes, bytes.len())
+    }
+
+    fn upload_raw(
+        gpu: &Arc<Gpu>,
+        dtype: DType,
+        bytes: &[u8],
+        len: usize,
+    ) -> Result<Self, CudaError> {
+        let mut buffer = Self::uninit(gpu, dtype, len)?;
+        if !bytes.is_empty() {
             gpu.stream()
-                .memcpy_htod(as_bytes(data), &mut buffer.bytes.slice_mut(..len))?;
+                .memcpy_htod(bytes, &mut buffer.bytes.slice_mut(..bytes.len()))?;
         }
         Ok(buffer)
+    }
+
+    /// The bytes of a [`DType::U8`] buffer copied to the host (waits for the ops that write them).
+    ///
+    /// Panics if the buffer holds another type (a bug in the caller).
+    pub fn download_bytes(&self) -> Result<Vec<u8>, CudaError> {
+        assert_eq!(
+            self.dtype,
+            DType::U8,
+            "download_bytes: a {} buffer",
+            self.dtype
+        );
+        let mut out = vec![0u8; self.len];
+        if self.len > 0 {
+            self.gpu
+                .stream()
+                .memcpy_dtoh(&self.bytes.slice(..self.len), &mut out)?;
+            self.gpu.synchronize()?;
+        }
+        Ok(out)
     }
 
     /// The elements copied to the host (waits for the ops that write them).

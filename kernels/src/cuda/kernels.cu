@@ -506,6 +506,99 @@ extern "C" __global__ void sgd_step(float* w, const float* g, float* b, u64 n, f
     }
 }
 
+// ---- 8-bit optimizers (`cpu::optim8`): one block of 256 threads per quantization block -----------------
+
+#define QUANT_BLOCK 256
+
+// The code of `x` (a value divided by its block's absmax) in a codebook with ascending `mid`points: the
+// count of midpoints below x, and a tie goes to the even code, as `Codebook::nearest_fast`. NaN is 0.
+__device__ __forceinline__ unsigned char nearest_code(float x, const float* mid) {
+    if (x != x) return 0;
+    unsigned lo = 0, hi = 255;  // the count lies in [lo, hi]
+    while (lo < hi) {
+        unsigned m = (lo + hi) / 2;
+        if (mid[m] < x) lo = m + 1; else hi = m;
+    }
+    if (lo < 255 && x == mid[lo] && (lo & 1u)) ++lo;
+    return (unsigned char)lo;
+}
+
+// Largest magnitude in the block, NaN ignored (`f32::max`), every thread getting it.
+__device__ float block_absmax(float v, float* shared) {
+    shared[threadIdx.x] = fabsf(v);
+    __syncthreads();
+    for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + s]);
+        __syncthreads();
+    }
+    float r = shared[0];
+    __syncthreads();
+    return r;
+}
+
+// The code of this thread's value `v` in its block of absmax `absmax` (`cpu::quantize_block`); with
+// `keep_sign`, a code whose entry has the other sign than v moves one step towards v's side.
+__device__ __forceinline__ unsigned char quantize(float v, float absmax, const float* book, const float* mid,
+                                                  unsigned char zero_code, bool keep_sign) {
+    if (absmax == 0.0f) return zero_code;
+    unsigned char code = nearest_code(v / absmax, mid);
+    if (keep_sign && (signbit(book[code]) != 0) != (signbit(v) != 0)) code = v > 0.0f ? code + 1 : code - 1;
+    return code;
+}
+
+// `book1`/`mid1`: the signed codebook (first moments), `book2`/`mid2`: the unsigned one.
+extern "C" __global__ void adam8bit_step(float* w, const float* g, unsigned char* mc, float* ma, unsigned char* vc,
+                                         float* va, const float* book1, const float* mid1, const float* book2,
+                                         const float* mid2, u64 n, float beta1, float beta2, float step_size,
+                                         float eps_hat, float l2, float decay) {
+    __shared__ float shared[QUANT_BLOCK];
+    u64 blocks = (n + QUANT_BLOCK - 1) / QUANT_BLOCK;
+    for (u64 b = blockIdx.x; b < blocks; b += gridDim.x) {
+        u64 e = b * QUANT_BLOCK + threadIdx.x;
+        bool live = e < n;
+        float mi = 0.0f, vi = 0.0f;
+        if (live && isfinite(g[e])) {  // a NaN or infinite gradient: m = v = 0, w unchanged
+            float wi = w[e];
+            float gi = g[e] + l2 * wi;
+            mi = book1[mc[e]] * ma[b] * beta1 + (1.0f - beta1) * gi;
+            vi = book2[vc[e]] * va[b] * beta2 + (1.0f - beta2) * gi * gi;
+            w[e] = (wi + step_size * (mi / (sqrtf(vi) + eps_hat))) * decay;
+        }
+        float m_absmax = block_absmax(mi, shared);  // every thread has read ma[b] and va[b] by now
+        float v_absmax = block_absmax(vi, shared);
+        if (live) {
+            mc[e] = quantize(mi, m_absmax, book1, mid1, 127, true);
+            vc[e] = quantize(vi, v_absmax, book2, mid2, 0, false);
+        }
+        if (threadIdx.x == 0) {
+            ma[b] = m_absmax;
+            va[b] = v_absmax;
+        }
+    }
+}
+
+// SGD with an 8-bit momentum buffer in the signed codebook; `damp` is 1 - dampening.
+extern "C" __global__ void momentum8bit_step(float* w, const float* g, unsigned char* bc, float* ba,
+                                             const float* book, const float* mid, u64 n, float lr, float wd,
+                                             float mu, float damp, int first_step, int nesterov) {
+    __shared__ float shared[QUANT_BLOCK];
+    u64 blocks = (n + QUANT_BLOCK - 1) / QUANT_BLOCK;
+    for (u64 b = blockIdx.x; b < blocks; b += gridDim.x) {
+        u64 e = b * QUANT_BLOCK + threadIdx.x;
+        bool live = e < n;
+        float bi = 0.0f;
+        if (live && isfinite(g[e])) {  // a NaN or infinite gradient: b = 0, w unchanged
+            float gi = g[e] + wd * w[e];
+            bi = first_step ? gi : mu * (book[bc[e]] * ba[b]) + damp * gi;
+            float d = nesterov ? gi + mu * bi : bi;
+            w[e] = w[e] - lr * d;
+        }
+        float absmax = block_absmax(bi, shared);
+        if (live) bc[e] = quantize(bi, absmax, book, mid, 127, true);
+        if (threadIdx.x == 0) ba[b] = absmax;
+    }
+}
+
 // ---- update rounding of weights stored in bf16 or f16 (`cpu::rounding`) ---------------------------------
 
 // SplitMix64's finalizer, and the 16 random bits of element `index` of update `counter` under `seed`, as

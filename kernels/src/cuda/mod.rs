@@ -12,6 +12,7 @@ mod error;
 mod gemm;
 mod index;
 mod ops;
+mod optim8;
 mod signature;
 
 pub use buffer::DeviceBuffer;
@@ -27,6 +28,7 @@ pub use ops::{
     layer_norm, norm_backward, permute, reduce, rms_norm, select, sgd_step, softmax,
     softmax_backward, stochastic_round_bf16, unary, unary_backward, unscale_and_check,
 };
+pub use optim8::{DeviceQuantized, adam8bit_step, momentum8bit_step};
 
 #[cfg(test)]
 mod tests {
