@@ -601,6 +601,99 @@ fn update_roundings_on_the_device_match_the_cpu() {
     }
 }
 
+/// The 8-bit optimizers on weights on the device (states kept there, the fused kernels; a small bias keeps
+/// f32 states, also there) against the CPU: close weights and codes after a few steps, and a state saved
+/// from the device run continues on the CPU as the CPU run does.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn eight_bit_optimizers_on_the_device_match_the_cpu() {
+    use amp::train::{Adam8bit, AdamConfig, Optimizer, OptimizerState, Sgd8bit, SgdConfig};
+    let mut rng = Rng::new(12);
+    // 4270 elements: 8-bit states with a partial last block. The bias stays below MIN_8BIT_SIZE.
+    let (w0, b0) = (
+        Tensor::<f32>::randn([70, 61], &mut rng),
+        Tensor::<f32>::randn([70], &mut rng),
+    );
+    let x = Tensor::<f32>::randn([9, 61], &mut rng);
+    type Make = fn(Vec<Param>) -> Box<dyn Optimizer>;
+    let makers: [(&str, Make); 3] = [
+        ("Adam8bit", |ps| {
+            let config = AdamConfig {
+                weight_decay: 1e-2,
+                ..AdamConfig::adam(1e-2)
+            };
+            Box::new(Adam8bit::new(ps, config))
+        }),
+        ("AdamW8bit", |ps| {
+            Box::new(Adam8bit::new(ps, AdamConfig::adamw(1e-2, 0.1)))
+        }),
+        ("Sgd8bit", |ps| {
+            Box::new(Sgd8bit::new(ps, SgdConfig::new(0.05).momentum(0.9)))
+        }),
+    ];
+    let step = |opt: &mut dyn Optimizer, w: &Param, b: &Param, device: Device| {
+        let loss = on(&x, device)
+            .linear(&w.get::<f32>(), Some(&b.get::<f32>()))
+            .tanh()
+            .sum(..);
+        opt.step(&loss.backward());
+    };
+    let run = |make: Make, device: Device, steps: usize| -> (Vec<f32>, OptimizerState) {
+        let (w, b) = (Param::named("w", w0.clone()), Param::named("b", b0.clone()));
+        w.to_device(device).unwrap();
+        b.to_device(device).unwrap();
+        let mut opt = make(vec![w.clone(), b.clone()]);
+        for _ in 0..steps {
+            step(opt.as_mut(), &w, &b, device);
+        }
+        let mut values = w.value().to_device(Device::Cpu).unwrap().to_vec();
+        values.extend(b.value().to_device(Device::Cpu).unwrap().to_vec());
+        (values, opt.state())
+    };
+    for (name, make) in makers {
+        let (cpu_w, cpu_state) = run(make, Device::Cpu, 4);
+        let (gpu_w, gpu_state) = run(make, gpu(), 4);
+        // Gradients differ in their last bits between CPU and GPU, which can move a state to the
+        // neighbouring code: compare weights within a small tolerance and codes mostly equal.
+        let scale = cpu_w.iter().fold(0f32, |a, v| a.max(v.abs()));
+        for (i, (a, b)) in cpu_w.iter().zip(&gpu_w).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * scale,
+                "{name}: weight {i} is {b} on the device and {a} on the CPU"
+            );
+        }
+        assert_eq!(
+            cpu_state.bytes.len(),
+            gpu_state.bytes.len(),
+            "{name}: 8-bit states"
+        );
+        for ((key, a), (_, b)) in cpu_state.bytes.iter().zip(&gpu_state.bytes) {
+            let same = a.data.iter().zip(&b.data).filter(|(x, y)| x == y).count();
+            assert!(
+                same * 100 >= 99 * a.data.len(),
+                "{name}: {key}: {same} of {} codes agree",
+                a.data.len()
+            );
+        }
+        // The device run's state, loaded into a CPU optimizer, continues as the CPU run does.
+        let (w, b) = (Param::named("w", w0.clone()), Param::named("b", b0.clone()));
+        let mut resumed = make(vec![w.clone(), b.clone()]);
+        let (gpu_w4, _) = run(make, gpu(), 4);
+        w.set(Tensor::from_vec(gpu_w4[..w0.numel()].to_vec(), [70, 61]));
+        b.set(Tensor::from_vec(gpu_w4[w0.numel()..].to_vec(), [70]));
+        resumed.load_state(&gpu_state).unwrap();
+        step(resumed.as_mut(), &w, &b, Device::Cpu);
+        let (cpu_w5, _) = run(make, Device::Cpu, 5);
+        let resumed_w = w.value().to_vec();
+        for (i, (a, b)) in cpu_w5.iter().zip(&resumed_w).enumerate() {
+            assert!(
+                (a - b).abs() <= 2e-4 * scale,
+                "{name}: after resuming on the CPU, weight {i} is {b}, and {a} in the CPU run"
+            );
+        }
+    }
+}
+
 /// Runs everywhere: a device that is not there is an error naming it, and nothing panics.
 #[test]
 fn asking_for_a_missing_device_is_an_error() {

@@ -265,7 +265,8 @@ impl Param {
     pub fn update(&self, f: impl FnOnce(&mut [f32])) {
         let mut state = self.state();
         let shape = state.value.shape().to_vec();
-        // A weight on a device is updated on the host for now (one copy each way), then put back.
+        // A weight on a device is updated on the host (one copy each way), then put back: optimizers
+        // update device weights through `update_on_device` instead; this serves any other caller.
         let device = state.value.device();
         // The placeholder is never observed: the value is put back below, also when `f` panics.
         let value = std::mem::replace(&mut state.value, Tensor::scalar(0.0));

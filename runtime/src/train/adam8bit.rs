@@ -5,6 +5,7 @@ use super::adam::AdamConfig;
 use super::optimizer::{
     Optimizer, OptimizerState, OptimizerStateError, find_buffer, param_key, reject_unknown,
 };
+use super::state_buffer::StateBuffer;
 use super::state8::{Block8, StatePolicy, load_step, width_mismatch};
 use crate::autograd::Grads;
 use crate::param::Param;
@@ -63,14 +64,14 @@ pub struct Adam8bit {
 /// is an `Adam8bit` with L2 decay.)
 pub type AdamW8bit = Adam8bit;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 struct ParamState {
     /// Updates of this parameter so far.
     step: u64,
     moments: Moments,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 enum Moments {
     /// Not stepped yet.
     #[default]
@@ -79,9 +80,10 @@ enum Moments {
         m: Block8,
         v: Block8,
     },
+    /// f32 moments (parameters the policy keeps at 32 bits), where the weight is updated.
     Full {
-        m: Vec<f32>,
-        v: Vec<f32>,
+        m: StateBuffer,
+        v: StateBuffer,
     },
 }
 
@@ -103,7 +105,7 @@ impl Adam8bit {
         // Validates the settings with Adam's messages.
         drop(super::Adam::new(Vec::new(), config));
         Adam8bit {
-            states: vec![ParamState::default(); params.len()],
+            states: params.iter().map(|_| ParamState::default()).collect(),
             params,
             config,
             policy: StatePolicy::default(),
@@ -159,8 +161,8 @@ impl Optimizer for Adam8bit {
                     }
                 } else {
                     Moments::Full {
-                        m: vec![0.0; n],
-                        v: vec![0.0; n],
+                        m: StateBuffer::Empty,
+                        v: StateBuffer::Empty,
                     }
                 };
             }
@@ -174,10 +176,35 @@ impl Optimizer for Adam8bit {
                 decoupled: self.config.decoupled,
                 step: state.step,
             };
+            let n = param.numel();
+            // A weight and gradient on a device: one fused step there, the states kept there.
+            #[cfg(feature = "cuda")]
+            if let Some(g) = grad.storage().buffer() {
+                let gpu = g.gpu();
+                let done = match &mut state.moments {
+                    Moments::Quantized { m, v } => {
+                        let (m, v) = (m.device_view(gpu), v.device_view(gpu));
+                        param
+                            .update_on_device(|w| amp_kernels::cuda::adam8bit_step(w, g, m, v, &hp))
+                    }
+                    Moments::Full { m, v } => {
+                        let (m, v) = (
+                            m.device_mut(gpu, n, "Adam8bit"),
+                            v.device_mut(gpu, n, "Adam8bit"),
+                        );
+                        param.update_on_device(|w| amp_kernels::cuda::adam_step(w, g, m, v, &hp))
+                    }
+                    Moments::None => unreachable!("initialized above"),
+                };
+                if done {
+                    continue;
+                }
+            }
             match &mut state.moments {
                 Moments::Quantized { m, v } => param
                     .update(|w| cpu::adam8bit_step(w, &grad.host_data(), m.view(), v.view(), &hp)),
                 Moments::Full { m, v } => {
+                    let (m, v) = (m.host_mut(n, "Adam8bit"), v.host_mut(n, "Adam8bit"));
                     param.update(|w| cpu::adam_step(w, &grad.host_data(), m, v, &hp))
                 }
                 Moments::None => unreachable!("initialized above"),
@@ -210,10 +237,10 @@ impl Optimizer for Adam8bit {
                     v.save(&key, 2, &shape, &mut out);
                 }
                 Moments::Full { m, v } => {
-                    let full = |b: &str, x: &Vec<f32>| {
+                    let full = |b: &str, x: &StateBuffer| {
                         (
                             format!("{key}.{b}"),
-                            Tensor::from_vec(x.clone(), shape.clone()),
+                            Tensor::from_vec(x.to_host("Adam8bit"), shape.clone()),
                         )
                     };
                     out.tensors.push(full("exp_avg", m));
@@ -266,8 +293,8 @@ impl Optimizer for Adam8bit {
                 }
             } else {
                 let sq = format!("{key}.exp_avg_sq");
-                let m = find_buffer(state, &exp_avg, &shape)?.to_vec();
-                let v = find_buffer(state, &sq, &shape)?.to_vec();
+                let m = StateBuffer::Host(find_buffer(state, &exp_avg, &shape)?.to_vec());
+                let v = StateBuffer::Host(find_buffer(state, &sq, &shape)?.to_vec());
                 known.extend([exp_avg, sq]);
                 Moments::Full { m, v }
             };

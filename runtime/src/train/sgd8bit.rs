@@ -5,6 +5,7 @@ use super::optimizer::{
     Optimizer, OptimizerState, OptimizerStateError, find_buffer, param_key, reject_unknown,
 };
 use super::sgd::SgdConfig;
+use super::state_buffer::StateBuffer;
 use super::state8::{Block8, StatePolicy, width_mismatch};
 use crate::autograd::Grads;
 use crate::param::Param;
@@ -42,13 +43,14 @@ pub struct Sgd8bit {
     steps: u64,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 enum Buffer {
     /// Not stepped yet (the first step makes the gradient the buffer).
     #[default]
     None,
     Quantized(Block8),
-    Full(Vec<f32>),
+    /// An f32 buffer (parameters the policy keeps at 32 bits), where the weight is updated.
+    Full(StateBuffer),
 }
 
 impl Sgd8bit {
@@ -64,7 +66,7 @@ impl Sgd8bit {
             );
         }
         Sgd8bit {
-            buffers: vec![Buffer::None; params.len()],
+            buffers: params.iter().map(|_| Buffer::None).collect(),
             params,
             config,
             policy: StatePolicy::default(),
@@ -110,13 +112,35 @@ impl Optimizer for Sgd8bit {
                 *buffer = if self.policy.is_8bit(param) {
                     Buffer::Quantized(Block8::zeros(n, Codebook::signed()))
                 } else {
-                    Buffer::Full(vec![0.0; n])
+                    Buffer::Full(StateBuffer::Empty)
                 };
+            }
+            let n = param.numel();
+            // A weight and gradient on a device: one fused step there, the buffer kept there.
+            #[cfg(feature = "cuda")]
+            if let Some(g) = grad.storage().buffer() {
+                use amp_kernels::cuda;
+                let gpu = g.gpu();
+                let done = match buffer {
+                    Buffer::Quantized(b) => {
+                        let b = b.device_view(gpu);
+                        param.update_on_device(|w| cuda::momentum8bit_step(w, g, b, first, &hp))
+                    }
+                    Buffer::Full(b) => {
+                        let b = b.device_mut(gpu, n, "Sgd8bit");
+                        param.update_on_device(|w| cuda::sgd_step(w, g, Some(b), first, &hp))
+                    }
+                    Buffer::None => unreachable!("initialized above"),
+                };
+                if done {
+                    continue;
+                }
             }
             match buffer {
                 Buffer::Quantized(b) => param
                     .update(|w| cpu::momentum8bit_step(w, &grad.host_data(), b.view(), first, &hp)),
                 Buffer::Full(b) => {
+                    let b = b.host_mut(n, "Sgd8bit");
                     param.update(|w| cpu::sgd_step(w, &grad.host_data(), Some(b), first, &hp))
                 }
                 Buffer::None => unreachable!("initialized above"),
@@ -146,7 +170,7 @@ impl Optimizer for Sgd8bit {
                 Buffer::Quantized(q) => q.save(&key, 1, &p.shape(), &mut out),
                 Buffer::Full(f) => out.tensors.push((
                     format!("{key}.momentum_buffer"),
-                    Tensor::from_vec(f.clone(), p.shape()),
+                    Tensor::from_vec(f.to_host("Sgd8bit"), p.shape()),
                 )),
             }
         }
@@ -175,7 +199,9 @@ impl Optimizer for Sgd8bit {
                 (true, _, true) => return Err(width_mismatch(full, false)),
                 (false, true, _) => return Err(width_mismatch(names[0].clone(), true)),
                 (true, true, _) => Buffer::Quantized(Block8::load(state, &key, 1, &p.shape())?),
-                (false, _, true) => Buffer::Full(find_buffer(state, &full, &p.shape())?.to_vec()),
+                (false, _, true) => Buffer::Full(StateBuffer::Host(
+                    find_buffer(state, &full, &p.shape())?.to_vec(),
+                )),
                 _ => Buffer::None,
             });
             known.push(full);

@@ -92,45 +92,108 @@ impl StatePolicy {
     }
 }
 
-/// One state of one parameter, block-quantized: a code per element, an f32 absmax per 256 elements.
-#[derive(Clone, Debug)]
-pub(crate) struct Block8 {
-    pub(crate) codes: Vec<u8>,
-    pub(crate) absmax: Vec<f32>,
+/// One state of one parameter, block-quantized: a code per element, an f32 absmax per 256 elements, in
+/// host memory or on the device of a weight updated there.
+#[derive(Debug)]
+pub(crate) enum Block8 {
+    Host {
+        codes: Vec<u8>,
+        absmax: Vec<f32>,
+    },
+    #[cfg(feature = "cuda")]
+    Device {
+        codes: amp_kernels::cuda::DeviceBuffer,
+        absmax: amp_kernels::cuda::DeviceBuffer,
+    },
 }
 
 impl Block8 {
     /// A state of zeros for `n` elements in `book`.
     pub(crate) fn zeros(n: usize, book: &Codebook) -> Self {
-        Block8 {
+        Block8::Host {
             codes: vec![book.zero_code(); n],
             absmax: vec![0.0; quant_blocks(n)],
         }
     }
 
-    /// The kernels' view.
+    /// The codes and scales copied to the host.
+    ///
+    /// Panics, naming the device, if it fails.
+    fn to_host(&self) -> (Vec<u8>, Vec<f32>) {
+        match self {
+            Block8::Host { codes, absmax } => (codes.clone(), absmax.clone()),
+            #[cfg(feature = "cuda")]
+            Block8::Device { codes, absmax } => codes
+                .download_bytes()
+                .and_then(|c| Ok((c, absmax.download::<f32>()?)))
+                .unwrap_or_else(|e| panic!("8-bit state on cuda:{}: {e}", codes.gpu().ordinal())),
+        }
+    }
+
+    /// The kernels' view, in host memory (moved there first if it is on a device).
     pub(crate) fn view(&mut self) -> Quantized<'_> {
-        Quantized {
-            codes: &mut self.codes,
-            absmax: &mut self.absmax,
+        #[cfg(feature = "cuda")]
+        if matches!(self, Block8::Device { .. }) {
+            let (codes, absmax) = self.to_host();
+            *self = Block8::Host { codes, absmax };
+        }
+        match self {
+            Block8::Host { codes, absmax } => Quantized { codes, absmax },
+            #[cfg(feature = "cuda")]
+            Block8::Device { .. } => unreachable!("moved to the host above"),
+        }
+    }
+
+    /// The device kernels' view on `gpu` (moved there first if it is elsewhere).
+    ///
+    /// Panics, naming the device, if it fails.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn device_view(
+        &mut self,
+        gpu: &std::sync::Arc<amp_kernels::cuda::Gpu>,
+    ) -> amp_kernels::cuda::DeviceQuantized<'_> {
+        use amp_kernels::cuda::DeviceBuffer;
+        let here =
+            matches!(self, Block8::Device { codes, .. } if codes.gpu().ordinal() == gpu.ordinal());
+        if !here {
+            let (codes, absmax) = self.to_host();
+            let moved = DeviceBuffer::upload_bytes(gpu, &codes)
+                .and_then(|c| Ok((c, DeviceBuffer::upload(gpu, &absmax)?)))
+                .unwrap_or_else(|e| panic!("8-bit state on cuda:{}: {e}", gpu.ordinal()));
+            *self = Block8::Device {
+                codes: moved.0,
+                absmax: moved.1,
+            };
+        }
+        match self {
+            Block8::Device { codes, absmax } => {
+                amp_kernels::cuda::DeviceQuantized { codes, absmax }
+            }
+            Block8::Host { .. } => unreachable!("moved to the device above"),
         }
     }
 
     /// Bytes held: one per code, four per scale.
     pub(crate) fn bytes(&self) -> usize {
-        self.codes.len() + 4 * self.absmax.len()
+        match self {
+            Block8::Host { codes, absmax } => codes.len() + 4 * absmax.len(),
+            #[cfg(feature = "cuda")]
+            Block8::Device { codes, absmax } => codes.len() + 4 * absmax.len(),
+        }
     }
 
     /// Adds this state to a saved state as `<key>.state<i>` (bytes, the parameter's shape) and
     /// `<key>.absmax<i>` (f32, one per block), bitsandbytes' names.
     pub(crate) fn save(&self, key: &str, i: usize, shape: &[usize], into: &mut OptimizerState) {
+        let (codes, absmax) = self.to_host();
         into.bytes.push((
             format!("{key}.state{i}"),
-            ByteTensor::new(self.codes.clone(), shape.to_vec()),
+            ByteTensor::new(codes, shape.to_vec()),
         ));
+        let blocks = absmax.len();
         into.tensors.push((
             format!("{key}.absmax{i}"),
-            Tensor::from_vec(self.absmax.clone(), [self.absmax.len()]),
+            Tensor::from_vec(absmax, [blocks]),
         ));
     }
 
@@ -152,7 +215,7 @@ impl Block8 {
                 reason: format!("a block scale is {bad}; scales are finite and >= 0"),
             });
         }
-        Ok(Block8 {
+        Ok(Block8::Host {
             codes: codes.data.clone(),
             absmax,
         })

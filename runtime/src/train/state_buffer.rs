@@ -17,6 +17,16 @@ impl StateBuffer {
         matches!(self, StateBuffer::Empty)
     }
 
+    /// Values held (0 when not made yet).
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            StateBuffer::Empty => 0,
+            StateBuffer::Host(v) => v.len(),
+            #[cfg(feature = "cuda")]
+            StateBuffer::Device(b) => b.len(),
+        }
+    }
+
     /// The values copied to the host (for checkpoints); empty when not made yet.
     ///
     /// Panics, naming the optimizer (`what`), if the device is lost.
