@@ -24,21 +24,70 @@ fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// A host state quantized from `values`.
-fn quantized(values: &[f32], book: &Codebook) -> (Vec<u8>, Vec<f32>) {
-    let (mut codes, mut absmax) = (
-        vec![0u8; values.len()],
-        vec![0f32; quant_blocks(values.len())],
-    );
-    cpu::quantize_blockwise(
-        values,
-        book,
+/// A block-quantized state in host memory.
+struct HostState {
+    codes: Vec<u8>,
+    absmax: Vec<f32>,
+}
+
+impl HostState {
+    /// `values` quantized in `book`.
+    fn of(values: &[f32], book: &Codebook) -> Self {
+        let mut state = HostState::zeros(values.len(), 0);
+        cpu::quantize_blockwise(values, book, state.view());
+        state
+    }
+
+    /// `n` codes `code` with zero scales.
+    fn zeros(n: usize, code: u8) -> Self {
+        HostState {
+            codes: vec![code; n],
+            absmax: vec![0.0; quant_blocks(n)],
+        }
+    }
+
+    fn view(&mut self) -> Quantized<'_> {
         Quantized {
-            codes: &mut codes,
-            absmax: &mut absmax,
-        },
-    );
-    (codes, absmax)
+            codes: &mut self.codes,
+            absmax: &mut self.absmax,
+        }
+    }
+
+    fn upload(&self, gpu: &Arc<Gpu>) -> DeviceState {
+        DeviceState {
+            codes: DeviceBuffer::upload_bytes(gpu, &self.codes).unwrap(),
+            absmax: DeviceBuffer::upload(gpu, &self.absmax).unwrap(),
+        }
+    }
+}
+
+/// A block-quantized state on the device.
+struct DeviceState {
+    codes: DeviceBuffer,
+    absmax: DeviceBuffer,
+}
+
+impl DeviceState {
+    fn view(&mut self) -> DeviceQuantized<'_> {
+        DeviceQuantized {
+            codes: &mut self.codes,
+            absmax: &mut self.absmax,
+        }
+    }
+
+    /// Panics unless the codes and scales are those of `host`, bit for bit.
+    fn assert_equals(&self, what: &str, host: &HostState) {
+        assert_eq!(
+            host.codes,
+            self.codes.download_bytes().unwrap(),
+            "{what}: codes"
+        );
+        assert_same_bits(
+            &format!("{what}: scales"),
+            &host.absmax,
+            &self.absmax.download::<f32>().unwrap(),
+        );
+    }
 }
 
 /// A gradient with a NaN and an infinity in it (where there is room).
@@ -71,18 +120,11 @@ fn adam8bit_on_the_device_matches_the_cpu_bit_for_bit() {
     for n in SIZES {
         for decoupled in [true, false] {
             let mut w = random(n, 1, 1.0);
-            let (mut mc, mut ma) = quantized(&random(n, 2, 0.1), Codebook::signed());
+            let mut m = HostState::of(&random(n, 2, 0.1), Codebook::signed());
             let v0: Vec<f32> = random(n, 3, 0.01).iter().map(|x| x.abs()).collect();
-            let (mut vc, mut va) = quantized(&v0, Codebook::unsigned());
+            let mut v = HostState::of(&v0, Codebook::unsigned());
             let mut dw = DeviceBuffer::upload(&gpu, &w).unwrap();
-            let (mut dmc, mut dma) = (
-                DeviceBuffer::upload_bytes(&gpu, &mc).unwrap(),
-                DeviceBuffer::upload(&gpu, &ma).unwrap(),
-            );
-            let (mut dvc, mut dva) = (
-                DeviceBuffer::upload_bytes(&gpu, &vc).unwrap(),
-                DeviceBuffer::upload(&gpu, &va).unwrap(),
-            );
+            let (mut dm, mut dv) = (m.upload(&gpu), v.upload(&gpu));
             for step in 1..=3 {
                 let g = gradient(n, 10 + step);
                 let hp = AdamStep {
@@ -94,25 +136,9 @@ fn adam8bit_on_the_device_matches_the_cpu_bit_for_bit() {
                     decoupled,
                     step,
                 };
-                let m = Quantized {
-                    codes: &mut mc,
-                    absmax: &mut ma,
-                };
-                let v = Quantized {
-                    codes: &mut vc,
-                    absmax: &mut va,
-                };
-                cpu::adam8bit_step(&mut w, &g, m, v, &hp);
+                cpu::adam8bit_step(&mut w, &g, m.view(), v.view(), &hp);
                 let dg = DeviceBuffer::upload(&gpu, &g).unwrap();
-                let m = DeviceQuantized {
-                    codes: &mut dmc,
-                    absmax: &mut dma,
-                };
-                let v = DeviceQuantized {
-                    codes: &mut dvc,
-                    absmax: &mut dva,
-                };
-                cuda::adam8bit_step(&mut dw, &dg, m, v, &hp).unwrap();
+                cuda::adam8bit_step(&mut dw, &dg, dm.view(), dv.view(), &hp).unwrap();
             }
             let what = format!("n = {n}, decoupled = {decoupled}");
             assert_same_bits(
@@ -120,26 +146,8 @@ fn adam8bit_on_the_device_matches_the_cpu_bit_for_bit() {
                 &w,
                 &dw.download::<f32>().unwrap(),
             );
-            assert_eq!(
-                mc,
-                dmc.download_bytes().unwrap(),
-                "{what}: first-moment codes"
-            );
-            assert_eq!(
-                vc,
-                dvc.download_bytes().unwrap(),
-                "{what}: second-moment codes"
-            );
-            assert_same_bits(
-                &format!("{what}: m scales"),
-                &ma,
-                &dma.download::<f32>().unwrap(),
-            );
-            assert_same_bits(
-                &format!("{what}: v scales"),
-                &va,
-                &dva.download::<f32>().unwrap(),
-            );
+            dm.assert_equals(&format!("{what}: first moment"), &m);
+            dv.assert_equals(&format!("{what}: second moment"), &v);
         }
     }
 }
@@ -151,15 +159,9 @@ fn momentum8bit_on_the_device_matches_the_cpu_bit_for_bit() {
     for n in SIZES {
         for nesterov in [false, true] {
             let mut w = random(n, 4, 1.0);
-            let (mut bc, mut ba) = (
-                vec![Codebook::signed().zero_code(); n],
-                vec![0f32; quant_blocks(n)],
-            );
+            let mut b = HostState::zeros(n, Codebook::signed().zero_code());
             let mut dw = DeviceBuffer::upload(&gpu, &w).unwrap();
-            let (mut dbc, mut dba) = (
-                DeviceBuffer::upload_bytes(&gpu, &bc).unwrap(),
-                DeviceBuffer::upload(&gpu, &ba).unwrap(),
-            );
+            let mut db = b.upload(&gpu);
             let hp = SgdStep {
                 lr: 0.05,
                 momentum: 0.9,
@@ -170,22 +172,9 @@ fn momentum8bit_on_the_device_matches_the_cpu_bit_for_bit() {
             for step in 0..3 {
                 let g = gradient(n, 20 + step);
                 let first = step == 0;
-                cpu::momentum8bit_step(
-                    &mut w,
-                    &g,
-                    Quantized {
-                        codes: &mut bc,
-                        absmax: &mut ba,
-                    },
-                    first,
-                    &hp,
-                );
+                cpu::momentum8bit_step(&mut w, &g, b.view(), first, &hp);
                 let dg = DeviceBuffer::upload(&gpu, &g).unwrap();
-                let b = DeviceQuantized {
-                    codes: &mut dbc,
-                    absmax: &mut dba,
-                };
-                cuda::momentum8bit_step(&mut dw, &dg, b, first, &hp).unwrap();
+                cuda::momentum8bit_step(&mut dw, &dg, db.view(), first, &hp).unwrap();
             }
             let what = format!("n = {n}, nesterov = {nesterov}");
             assert_same_bits(
@@ -193,12 +182,7 @@ fn momentum8bit_on_the_device_matches_the_cpu_bit_for_bit() {
                 &w,
                 &dw.download::<f32>().unwrap(),
             );
-            assert_eq!(bc, dbc.download_bytes().unwrap(), "{what}: momentum codes");
-            assert_same_bits(
-                &format!("{what}: scales"),
-                &ba,
-                &dba.download::<f32>().unwrap(),
-            );
+            db.assert_equals(&format!("{what}: momentum"), &b);
         }
     }
 }
@@ -226,33 +210,13 @@ fn ties_and_signs_of_codes_are_as_on_the_cpu() {
         nesterov: false,
     };
     let mut w = vec![0f32; n];
-    let (mut bc, mut ba) = (vec![0u8; n], vec![0f32; quant_blocks(n)]);
-    cpu::momentum8bit_step(
-        &mut w,
-        &g,
-        Quantized {
-            codes: &mut bc,
-            absmax: &mut ba,
-        },
-        true,
-        &hp,
-    );
+    let mut b = HostState::zeros(n, 0);
     let (mut dw, dg) = (
         DeviceBuffer::upload(&gpu, &w).unwrap(),
         DeviceBuffer::upload(&gpu, &g).unwrap(),
     );
-    let (mut dbc, mut dba) = (
-        DeviceBuffer::upload_bytes(&gpu, &vec![0u8; n]).unwrap(),
-        DeviceBuffer::upload(&gpu, &vec![0f32; quant_blocks(n)]).unwrap(),
-    );
-    let b = DeviceQuantized {
-        codes: &mut dbc,
-        absmax: &mut dba,
-    };
-    cuda::momentum8bit_step(&mut dw, &dg, b, true, &hp).unwrap();
-    assert_eq!(
-        bc,
-        dbc.download_bytes().unwrap(),
-        "codes of the midpoints and of tiny values"
-    );
+    let mut db = b.upload(&gpu);
+    cpu::momentum8bit_step(&mut w, &g, b.view(), true, &hp);
+    cuda::momentum8bit_step(&mut dw, &dg, db.view(), true, &hp).unwrap();
+    db.assert_equals("the midpoints and tiny values", &b);
 }

@@ -22,7 +22,8 @@ fn vector_kernels() -> bool {
 /// Blocks per parallel task (16384 elements, the f32 optimizers' chunk).
 const TASK_BLOCKS: usize = 64;
 
-/// Adam's constants for one step, as bitsandbytes derives them.
+/// Adam's constants for one step, as bitsandbytes derives them (shared by the scalar, AVX-512 and
+/// device kernels).
 #[derive(Clone, Copy)]
 pub(crate) struct AdamConsts {
     pub(crate) beta1: f32,
@@ -118,16 +119,8 @@ pub fn adam8bit_step(
             for (((w, g), (mc, ma)), (vc, va)) in blocks {
                 #[cfg(target_arch = "x86_64")]
                 if vector && w.len() == QUANT_BLOCK {
-                    let k8 = super::simd::optim8::Adam8Consts {
-                        beta1: k.beta1,
-                        beta2: k.beta2,
-                        step_size: k.step_size,
-                        eps_hat: k.eps_hat,
-                        l2: k.l2,
-                        decay: k.decay,
-                    };
                     // SAFETY: `vector` is true only when the CPU has AVX-512F, BW and VBMI.
-                    unsafe { super::simd::optim8::adam_block(w, g, (mc, ma), (vc, va), &k8) };
+                    unsafe { super::simd::optim8::adam_block(w, g, (mc, ma), (vc, va), &k) };
                     continue;
                 }
                 adam_block(w, g, (mc, ma), (vc, va), &k);

@@ -16,22 +16,12 @@
 //! fused multiply-adds, so the codes, scales and weights are bit-identical to the scalar path (which
 //! handles partial blocks and CPUs without AVX-512, and which the tests compare against).
 
+use super::super::optim8::AdamConsts;
 use super::super::quant8::{Codebook, QUANT_BLOCK};
 use std::arch::x86_64::*;
 
 /// Lanes per vector.
 const LANES: usize = 16;
-
-/// Adam's per-step constants, as the scalar kernel derives them.
-#[derive(Clone, Copy)]
-pub(crate) struct Adam8Consts {
-    pub(crate) beta1: f32,
-    pub(crate) beta2: f32,
-    pub(crate) step_size: f32,
-    pub(crate) eps_hat: f32,
-    pub(crate) l2: f32,
-    pub(crate) decay: f32,
-}
 
 /// Whether this CPU (under the [`isa`](super::super::isa::isa) limit) runs the AVX-512 bodies.
 pub(crate) fn available() -> bool {
@@ -525,7 +515,7 @@ pub(crate) fn adam_block(
     g: &[f32],
     (mc, ma): (&mut [u8], &mut f32),
     (vc, va): (&mut [u8], &mut f32),
-    k: &Adam8Consts,
+    k: &AdamConsts,
 ) {
     assert!(
         w.len() == QUANT_BLOCK
