@@ -25,8 +25,10 @@ find_cuda_libraries() {
         fi
         [ -n "$found" ] && dirs+=("$(dirname "$found")")
     done
-    local joined
-    joined=$(printf '%s:' "${dirs[@]}")
+    local joined=""
+    if [ ${#dirs[@]} -gt 0 ]; then
+        joined="$(IFS=:; echo "${dirs[*]}"):"
+    fi
     export LD_LIBRARY_PATH="${joined}${LD_LIBRARY_PATH:-}"
 }
 

@@ -533,9 +533,9 @@ fn sgd_on_the_device_matches_the_cpu() {
 }
 
 /// Weights stored in bf16 or f16 on the device take AdamW's updates with each update rounding there (the
-/// fused step, then the rounding kernel): the same weights as on the CPU, the same as a run that moves to
-/// the CPU halfway (so the rounding's counter and compensation carry over), and not those of round-to-
-/// nearest (so the mode took effect).
+/// fused step, then the rounding kernel): the same weights as on the CPU, the same as runs that move
+/// between host and device (so the rounding's counter and compensation carry over both ways), and not
+/// those of round-to-nearest (so the mode took effect).
 #[test]
 #[ignore = "needs a CUDA device"]
 fn update_roundings_on_the_device_match_the_cpu() {
@@ -581,11 +581,16 @@ fn update_roundings_on_the_device_match_the_cpu() {
         let on_cpu = run(storage, mode, &[cpu; 6]);
         let on_gpu = run(storage, mode, &[g; 6]);
         let moved = run(storage, mode, &[g, g, g, cpu, cpu, cpu]);
+        let moved_back = run(storage, mode, &[cpu, cpu, g, g, cpu, g]);
         let nearest = run(storage, UpdateRounding::Nearest, &[cpu; 6]);
         let n = on_cpu.len();
         // The forward and backward passes differ in their last bits between CPU and GPU, which can tip
         // a rounding the other way: a few elements may differ by one step of the storage type.
-        for (name, other) in [("on the device", &on_gpu), ("moved to the CPU", &moved)] {
+        for (name, other) in [
+            ("on the device", &on_gpu),
+            ("moved to the CPU", &moved),
+            ("moved back and forth", &moved_back),
+        ] {
             let (far, any) = differences(&on_cpu, other, step);
             assert!(
                 far == 0 && any * 20 <= n,

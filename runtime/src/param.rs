@@ -213,7 +213,8 @@ impl Param {
     /// parameter's update rounding (to nearest, stochastic or Kahan-compensated, all on the device).
     /// Returns `false`, doing nothing, for a weight on the CPU: callers then use [`update`](Self::update).
     ///
-    /// Panics if the device fails (naming it): the weight keeps its old value then.
+    /// Panics if the device fails (naming it): the weight keeps its old value then, but a failure after
+    /// `f` ran (rounding the update, which allocates) leaves the optimizer's state advanced.
     #[cfg(feature = "cuda")]
     pub(crate) fn update_on_device(
         &self,
@@ -237,6 +238,10 @@ impl Param {
         let state = &mut *state;
         let buffer = state.value.storage().buffer().expect("checked above");
         let rounding = &mut state.rounding;
+        // What the rounding needs is made before `f` advances the optimizer's state.
+        if let Err(e) = rounding.prepare_on_device(buffer.gpu(), buffer.len(), storage) {
+            panic!("optimizer step of a weight on {device}: {e}");
+        }
         let updated = buffer.try_clone().and_then(|mut w| {
             f(&mut w)?;
             if storage != DType::F32 {

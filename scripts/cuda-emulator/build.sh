@@ -10,7 +10,9 @@ out=$(cd "$out" && pwd)
 cxx=${CXX:-$(command -v g++ || command -v clang++ || true)}
 [ -n "$cxx" ] || { echo "no C++ compiler (g++ or clang++) found" >&2; exit 1; }
 kernels=$here/../../kernels/src/cuda/kernels.cu
-flags=(-std=c++17 -O1 -g -fPIC -Wall -Wno-unused-function -I "$here" -I "$(dirname "$kernels")")
+# No contraction of a·b + c into one rounding: the device kernels are compiled with --fmad=false too, and
+# the tests compare with the CPU bit for bit.
+flags=(-std=c++17 -O1 -g -fPIC -ffp-contract=off -Wall -Wno-unused-function -I "$here" -I "$(dirname "$kernels")")
 
 # The kernels' names, from the preprocessed source (one KERNEL(name) line each).
 "$cxx" "${flags[@]}" -E -x c++ -include "$here/host_prelude.h" "$kernels" \

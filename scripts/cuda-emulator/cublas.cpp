@@ -73,6 +73,10 @@ cublasStatus_t gemm(int transa, int transb, int m, int n, int k, const void* alp
                     int lda, int64_t stride_a, const void* b, int b_type, int ldb, int64_t stride_b,
                     const void* beta, void* c, int c_type, int ldc, int64_t stride_c, int batch, int compute) {
     if (!known_type(a_type) || !known_type(b_type) || !known_type(c_type)) return CUBLAS_STATUS_NOT_SUPPORTED;
+    // What cuBLAS itself accepts: A and B of one type; f64 operands, output and compute together.
+    bool f64 = a_type == CUDA_R_64F;
+    if (b_type != a_type || (c_type == CUDA_R_64F) != f64 || (compute == CUBLAS_COMPUTE_64F) != f64)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
     if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
     if (lda < (transa ? k : m) || ldb < (transb ? n : k) || ldc < m || lda < 1 || ldb < 1 || ldc < 1)
         return CUBLAS_STATUS_INVALID_VALUE;

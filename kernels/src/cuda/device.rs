@@ -74,32 +74,35 @@ pub(crate) fn portable_kernels() -> Result<Arc<Compiled>, CudaError> {
     compile::for_arch(compile::PORTABLE_ARCH)
 }
 
-/// The kernels as a module on `context`: machine code for its device's architecture, or, where this
-/// NVRTC does not know that architecture, the portable PTX for the driver to compile.
+/// The kernels as a module on `context`: machine code for its device's architecture, or, where NVRTC
+/// does not know that architecture or the driver does not take the machine code (one from a newer CUDA
+/// major version), the portable PTX for the driver to compile.
 fn load_kernels(context: &Arc<CudaContext>) -> Result<(Arc<CudaModule>, Arc<Compiled>), CudaError> {
     library_present("nvrtc")?;
     let (major, minor) = context.compute_capability()?;
     let native = format!("sm_{major}{minor}");
-    match compile::for_arch(&native) {
+    let native_error = match compile::for_arch(&native) {
         Ok(kernels) => {
             let cubin = kernels.cubin.clone().unwrap_or_default();
-            let module = context.load_module(Ptx::from_binary(cubin))?;
-            Ok((module, kernels))
+            match context.load_module(Ptx::from_binary(cubin)) {
+                Ok(module) => return Ok((module, kernels)),
+                Err(e) => format!(
+                    "the driver did not load the machine code NVRTC compiled for {native}: {e:?}"
+                ),
+            }
         }
-        Err(native_error) => {
-            let kernels = portable_kernels()?;
-            let module = context
-                .load_module(Ptx::from_src(kernels.ptx.clone()))
-                .map_err(|e| {
-                    CudaError::Driver(format!(
-                        "{e:?}: the driver could not load the kernels' PTX (a driver older than \
-                         NVRTC rejects its PTX), and NVRTC could not compile them for this \
-                         device's {native}: {native_error}"
-                    ))
-                })?;
-            Ok((module, kernels))
-        }
-    }
+        Err(e) => format!("NVRTC could not compile them for this device's {native}: {e}"),
+    };
+    let kernels = portable_kernels()?;
+    let module = context
+        .load_module(Ptx::from_src(kernels.ptx.clone()))
+        .map_err(|e| {
+            CudaError::Driver(format!(
+                "{e:?}: the driver could not load the kernels' PTX either (a driver older than NVRTC \
+                 rejects its PTX); {native_error}"
+            ))
+        })?;
+    Ok((module, kernels))
 }
 
 /// The handle of device `ordinal`, created on first use and shared afterwards, or why it cannot be had

@@ -523,9 +523,10 @@ __device__ __forceinline__ unsigned char nearest_code(float x, const float* mid)
     return (unsigned char)lo;
 }
 
-// Largest magnitude in the block, NaN ignored (`f32::max`), every thread getting it.
+// Largest magnitude in the block, NaN ignored and 0 for a block of NaNs (the CPU's fold of `f32::max`
+// from 0), every thread getting it.
 __device__ float block_absmax(float v, float* shared) {
-    shared[threadIdx.x] = fabsf(v);
+    shared[threadIdx.x] = fmaxf(0.0f, fabsf(v));
     __syncthreads();
     for (unsigned s = blockDim.x / 2; s > 0; s >>= 1) {
         if (threadIdx.x < s) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + s]);

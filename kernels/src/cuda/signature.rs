@@ -33,22 +33,27 @@ pub(crate) fn entry_parameters(ptx: &str) -> HashMap<String, Vec<usize>> {
 }
 
 /// Bytes of one `.param` declaration (0 if its type is not one NVRTC writes for entry parameters, which
-/// then never matches an argument).
+/// then never matches an argument). The type is the first word of the form `.b32`, `.u64`, `.f32`...:
+/// newer compilers may add attributes such as `.ptr .global .align 16` to pointer parameters. The name
+/// comes last, with an element count in brackets for a struct passed by value.
 fn parameter_size(declaration: &str) -> usize {
     let words: Vec<&str> = declaration.split_whitespace().collect();
-    // The type is the last word starting with '.', the name the word after it.
-    let Some(type_at) = words.iter().rposition(|w| w.starts_with('.')) else {
-        return 0;
+    let is_type = |w: &str| {
+        let mut chars = w.chars();
+        chars.next() == Some('.')
+            && matches!(chars.next(), Some('b' | 's' | 'u' | 'f'))
+            && matches!(chars.as_str(), "8" | "16" | "32" | "64")
     };
-    let element = match words[type_at].trim_start_matches(|c: char| c == '.' || c.is_alphabetic()) {
+    let Some(element) = words.iter().find(|w| is_type(w)).map(|w| match &w[2..] {
         "8" => 1,
         "16" => 2,
         "32" => 4,
-        "64" => 8,
-        _ => return 0,
+        _ => 8,
+    }) else {
+        return 0;
     };
     let count = words
-        .get(type_at + 1)
+        .last()
         .and_then(|name| {
             let (_, bracket) = name.split_once('[')?;
             bracket.strip_suffix(']')?.parse::<usize>().ok()
@@ -78,7 +83,8 @@ pub(crate) fn check_launch(
 mod tests {
     use super::*;
 
-    /// The shape NVRTC writes, with a struct passed by value and a second entry after a body.
+    /// The shape NVRTC writes, with a struct passed by value, a second entry after a body, and a pointer
+    /// parameter with the attributes newer compilers add.
     const SAMPLE: &str = "
 .visible .entry binary_f32(
 	.param .u32 binary_f32_param_0,
@@ -97,7 +103,8 @@ mod tests {
 .visible .entry flags(
 	.param .u8 flags_param_0,
 	.param .f32 flags_param_1,
-	.param .u16 flags_param_2
+	.param .u16 flags_param_2,
+	.param .u64 .ptr .global .align 16 flags_param_3
 )
 {
 }
@@ -109,19 +116,19 @@ mod tests {
         assert_eq!(entries.len(), 3);
         assert_eq!(entries["binary_f32"], vec![4, 264, 8, 8]);
         assert_eq!(entries["empty"], Vec::<usize>::new());
-        assert_eq!(entries["flags"], vec![1, 4, 2]);
+        assert_eq!(entries["flags"], vec![1, 4, 2, 8]);
     }
 
     #[test]
     fn a_launch_must_match_its_kernel_exactly() {
         let entries = entry_parameters(SAMPLE);
-        assert_eq!(check_launch(&entries, "flags", &[1, 4, 2]), Ok(()));
+        assert_eq!(check_launch(&entries, "flags", &[1, 4, 2, 8]), Ok(()));
         let short = check_launch(&entries, "binary_f32", &[4, 264, 8]).unwrap_err();
         assert!(
             short.contains("binary_f32") && short.contains("[4, 264, 8, 8]"),
             "{short}"
         );
-        assert!(check_launch(&entries, "flags", &[4, 4, 2]).is_err());
+        assert!(check_launch(&entries, "flags", &[4, 4, 2, 8]).is_err());
         let missing = check_launch(&entries, "unary_f32_f32", &[]).unwrap_err();
         assert!(missing.contains("not in the compiled module"), "{missing}");
     }

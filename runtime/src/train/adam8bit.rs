@@ -161,8 +161,8 @@ impl Optimizer for Adam8bit {
                     }
                 } else {
                     Moments::Full {
-                        m: StateBuffer::Empty,
-                        v: StateBuffer::Empty,
+                        m: StateBuffer::Host(vec![0.0; n]),
+                        v: StateBuffer::Host(vec![0.0; n]),
                     }
                 };
             }

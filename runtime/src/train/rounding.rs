@@ -118,6 +118,40 @@ impl RoundingState {
         }
     }
 
+    /// Makes what [`round_on_device`](Self::round_on_device) needs on `gpu` for `n` values: the Kahan
+    /// compensation, as zeros or moved from the host (or another device). Called before the optimizer
+    /// updates a weight, so a device failure here leaves weight and optimizer state untouched.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn prepare_on_device(
+        &mut self,
+        gpu: &std::sync::Arc<amp_kernels::cuda::Gpu>,
+        n: usize,
+        storage: DType,
+    ) -> Result<(), amp_kernels::cuda::CudaError> {
+        use amp_kernels::cuda::DeviceBuffer;
+        if self.mode != UpdateRounding::Kahan || !matches!(storage, DType::BF16 | DType::F16) {
+            return Ok(());
+        }
+        let here = matches!(&self.compensation, Compensation::Device(c)
+            if c.len() == n && c.dtype() == storage && c.gpu().ordinal() == gpu.ordinal());
+        if !here {
+            let values = self.compensation_values().filter(|v| v.len() == n);
+            let buffer = match (values, storage) {
+                (Some(v), DType::F16) => {
+                    let v: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                    DeviceBuffer::upload(gpu, &v)?
+                }
+                (Some(v), _) => {
+                    let v: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+                    DeviceBuffer::upload(gpu, &v)?
+                }
+                (None, _) => DeviceBuffer::zeros(gpu, storage, n)?,
+            };
+            self.compensation = Compensation::Device(buffer);
+        }
+        Ok(())
+    }
+
     /// Rounds updated values `data` on a device to `storage` by the mode, as [`round`](Self::round) does
     /// on the host (`old`: the values before the update); the Kahan compensation moves to the device.
     #[cfg(feature = "cuda")]
@@ -127,33 +161,14 @@ impl RoundingState {
         data: &mut amp_kernels::cuda::DeviceBuffer,
         storage: DType,
     ) -> Result<(), amp_kernels::cuda::CudaError> {
-        use amp_kernels::cuda::{self, DeviceBuffer};
+        use amp_kernels::cuda;
         match (storage, self.mode) {
             (DType::BF16, UpdateRounding::Stochastic { seed }) => {
                 cuda::stochastic_round_bf16(data, seed, self.updates)?;
                 self.updates += 1;
             }
             (DType::BF16 | DType::F16, UpdateRounding::Kahan) => {
-                let gpu = data.gpu().clone();
-                let n = data.len();
-                let here = matches!(&self.compensation, Compensation::Device(c)
-                    if c.len() == n && c.dtype() == storage && c.gpu().ordinal() == gpu.ordinal());
-                if !here {
-                    // Made as zeros, or moved from the host (or another device) when it fits.
-                    let values = self.compensation_values().filter(|v| v.len() == n);
-                    let buffer = match (values, storage) {
-                        (Some(v), DType::F16) => {
-                            let v: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-                            DeviceBuffer::upload(&gpu, &v)?
-                        }
-                        (Some(v), _) => {
-                            let v: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
-                            DeviceBuffer::upload(&gpu, &v)?
-                        }
-                        (None, _) => DeviceBuffer::zeros(&gpu, storage, n)?,
-                    };
-                    self.compensation = Compensation::Device(buffer);
-                }
+                self.prepare_on_device(data.gpu(), data.len(), storage)?;
                 if let Compensation::Device(c) = &mut self.compensation {
                     cuda::kahan_round_through(old, data, c)?;
                 }

@@ -112,7 +112,7 @@ impl Optimizer for Sgd8bit {
                 *buffer = if self.policy.is_8bit(param) {
                     Buffer::Quantized(Block8::zeros(n, Codebook::signed()))
                 } else {
-                    Buffer::Full(StateBuffer::Empty)
+                    Buffer::Full(StateBuffer::Host(vec![0.0; n]))
                 };
             }
             let n = param.numel();
