@@ -1,6 +1,7 @@
 // An emulated CUDA driver (`libcuda.so`) for machines without a GPU: the driver calls the CUDA backend
 // makes, over host memory, with amp's kernels compiled for the host (`kernels_host.cpp`). A device
-// pointer is a host address; every call completes before it returns, so streams need no ordering.
+// pointer is a host address; every call completes before it returns, so streams need no ordering. Every
+// buffer ends at an inaccessible page, so an access past its end faults, and the fault names the kernel.
 //
 // A launch runs its grid one block at a time, and a block's threads as fibers on the calling thread:
 // each thread runs until it reaches `__syncthreads` or ends, then the next one runs, so a barrier holds
@@ -10,12 +11,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include <signal.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "registry.h"
 
@@ -156,6 +160,54 @@ const char* error_name(CUresult r) {
     }
 }
 
+const size_t PAGE = 4096;
+std::mutex alloc_mutex;
+// Each buffer's start -> its mapping (base, length), for freeing.
+std::map<uintptr_t, std::pair<void*, size_t>> mappings;
+
+// The kernel running now (for the fault message), and the handler the fault handler stands in front of.
+const char* volatile running_name = nullptr;
+struct sigaction previous_segv;
+
+void write_text(const char* text) {
+    ssize_t ignored = write(2, text, std::strlen(text));
+    (void)ignored;
+}
+
+// A fault inside a launch is reported with the kernel's name; any other goes to the handler before this
+// one (the Rust runtime's, which reports stack overflows).
+void on_fault(int sig, siginfo_t* info, void* context) {
+    const char* name = running_name;
+    if (name) {
+        write_text("emulated GPU: kernel ");
+        write_text(name);
+        write_text(" touched memory outside its buffers (or overflowed its thread's stack)\n");
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    if (previous_segv.sa_flags & SA_SIGINFO) {
+        previous_segv.sa_sigaction(sig, info, context);
+    } else if (previous_segv.sa_handler != SIG_DFL && previous_segv.sa_handler != SIG_IGN) {
+        previous_segv.sa_handler(sig);
+    } else {
+        signal(sig, SIG_DFL);
+        raise(sig);
+    }
+}
+
+void install_fault_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction action;
+        std::memset(&action, 0, sizeof action);
+        action.sa_sigaction = on_fault;
+        action.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&action.sa_mask);
+        sigaction(SIGSEGV, &action, &previous_segv);
+    });
+}
+
 // The emulated device: compute capability 9.0 (the architecture the backend compiles for here).
 const int DEVICE_COUNT = 1;
 int context_marker;
@@ -225,16 +277,32 @@ CUresult cuGetErrorName(CUresult r, const char** text) {
     return CUDA_SUCCESS;
 }
 
+// Each allocation ends exactly where an inaccessible page begins, so a kernel (or copy) that reads or
+// writes one byte past a buffer faults at once; the fault handler names the kernel that was running.
 CUresult cuMemAlloc_v2(CUdeviceptr* ptr, size_t bytes) {
-    void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-    if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
+    install_fault_handler();
+    size_t body = (bytes + PAGE - 1) / PAGE * PAGE;
+    if (body == 0) body = PAGE;
+    void* base = mmap(nullptr, body + PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+    mprotect((char*)base + body, PAGE, PROT_NONE);
+    // The start keeps the alignment of every element type: the size is a whole number of elements.
+    char* start = (char*)base + body - bytes;
     // Fresh device memory holds garbage, not zeros: a kernel that reads before writing shows up.
-    std::memset(p, 0xa5, bytes);
-    *ptr = (CUdeviceptr)p;
+    std::memset(start, 0xa5, bytes);
+    {
+        std::lock_guard<std::mutex> lock(alloc_mutex);
+        mappings[(uintptr_t)start] = {base, body + PAGE};
+    }
+    *ptr = (CUdeviceptr)start;
     return CUDA_SUCCESS;
 }
 CUresult cuMemFree_v2(CUdeviceptr ptr) {
-    std::free((void*)ptr);
+    std::lock_guard<std::mutex> lock(alloc_mutex);
+    auto found = mappings.find((uintptr_t)ptr);
+    if (found == mappings.end()) return CUDA_ERROR_INVALID_VALUE;
+    munmap(found->second.first, found->second.second);
+    mappings.erase(found);
     return CUDA_SUCCESS;
 }
 CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char value, size_t n) {
@@ -288,12 +356,14 @@ CUresult cuLaunchKernel(const KernelEntry* f, unsigned gx, unsigned gy, unsigned
     std::lock_guard<std::mutex> lock(launch_mutex);
     running = f;
     running_params = params;
+    running_name = f->name;
     gridDim = {gx, 1, 1};
     blockDim = {bx, 1, 1};
     for (unsigned b = 0; b < gx; ++b) {
         blockIdx = {b, 0, 0};
         run_block(bx);
     }
+    running_name = nullptr;
     return CUDA_SUCCESS;
 }
 
