@@ -4,7 +4,7 @@
 use super::{CudaError, DeviceBuffer, cast};
 use crate::DType;
 use crate::cpu::GemmSpec;
-use cudarc::cublas::result::{gemm_ex, gemm_strided_batched_ex};
+use cudarc::cublas::result::gemm_strided_batched_ex;
 use cudarc::cublas::sys::{cublasComputeType_t, cublasGemmAlgo_t, cublasOperation_t, cudaDataType};
 use std::ffi::c_void;
 
@@ -145,58 +145,35 @@ fn run(
     // this device's (a product that needs no cast or allocation reaches here first).
     a.gpu().stream().context().bind_to_thread()?;
     let algo = cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT;
+    // One strided-batched call for every product (a single one is a batch of one).
     // SAFETY: the pointers are into live device buffers of at least batch·m·k, batch·k·n and batch·m·n
     // elements of the declared types (the runtime checks the shapes), and alpha/beta outlive the call.
     unsafe {
-        if spec.batch == 1 {
-            gemm_ex(
-                handle,
-                op(spec.b_trans),
-                op(spec.a_trans),
-                n,
-                m,
-                k,
-                alpha,
-                bp,
-                in_type,
-                ldb,
-                ap,
-                in_type,
-                lda,
-                beta,
-                cp,
-                out_type,
-                n,
-                compute,
-                algo,
-            )?;
-        } else {
-            gemm_strided_batched_ex(
-                handle,
-                op(spec.b_trans),
-                op(spec.a_trans),
-                n,
-                m,
-                k,
-                alpha,
-                bp,
-                in_type,
-                ldb,
-                spec.b_batch_stride as i64,
-                ap,
-                in_type,
-                lda,
-                spec.a_batch_stride as i64,
-                beta,
-                cp,
-                out_type,
-                n,
-                (spec.m * spec.n) as i64,
-                dim(spec.batch, "batch")?,
-                compute,
-                algo,
-            )?;
-        }
+        gemm_strided_batched_ex(
+            handle,
+            op(spec.b_trans),
+            op(spec.a_trans),
+            n,
+            m,
+            k,
+            alpha,
+            bp,
+            in_type,
+            ldb,
+            spec.b_batch_stride as i64,
+            ap,
+            in_type,
+            lda,
+            spec.a_batch_stride as i64,
+            beta,
+            cp,
+            out_type,
+            n,
+            (spec.m * spec.n) as i64,
+            dim(spec.batch, "batch")?,
+            compute,
+            algo,
+        )?;
     }
     Ok(())
 }

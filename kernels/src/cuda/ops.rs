@@ -194,10 +194,6 @@ pub fn binary(
     b: &DeviceBuffer,
     layout: &Broadcast,
 ) -> Result<DeviceBuffer, CudaError> {
-    same_device("binary", &[a, b])?;
-    same_type("binary", &[a, b])?;
-    let gpu = a.gpu();
-    let out = DeviceBuffer::uninit(gpu, a.dtype(), layout.numel())?;
     let code = match op {
         Binary::Add => 0i32,
         Binary::Sub => 1,
@@ -206,9 +202,26 @@ pub fn binary(
         Binary::Maximum => 4,
         Binary::Minimum => 5,
     };
+    broadcast_pair("binary", code, a, b, a.dtype(), layout)
+}
+
+/// Kernel `<kernel>_<type of a>` (`binary`, `compare`) with op `code` over two operands of one type
+/// broadcast by `layout`, into a new buffer of `out_type`.
+fn broadcast_pair(
+    kernel: &str,
+    code: i32,
+    a: &DeviceBuffer,
+    b: &DeviceBuffer,
+    out_type: DType,
+    layout: &Broadcast,
+) -> Result<DeviceBuffer, CudaError> {
+    same_device(kernel, &[a, b])?;
+    same_type(kernel, &[a, b])?;
+    let gpu = a.gpu();
+    let out = DeviceBuffer::uninit(gpu, out_type, layout.numel())?;
     let l = Layout::of(layout)?;
     let (ap, bp, outp, n) = (a.ptr(), b.ptr(), out.ptr(), layout.numel() as u64);
-    let name = format!("binary_{}", type_name(a.dtype()));
+    let name = format!("{kernel}_{}", type_name(a.dtype()));
     launch!(gpu, name, elementwise_config(layout.numel()); code, l, ap, bp, outp, n)?;
     Ok(out)
 }
@@ -220,10 +233,6 @@ pub fn compare(
     b: &DeviceBuffer,
     layout: &Broadcast,
 ) -> Result<DeviceBuffer, CudaError> {
-    same_device("compare", &[a, b])?;
-    same_type("compare", &[a, b])?;
-    let gpu = a.gpu();
-    let out = DeviceBuffer::uninit(gpu, DType::Bool, layout.numel())?;
     let code = match op {
         Compare::Eq => 0i32,
         Compare::Ne => 1,
@@ -233,11 +242,7 @@ pub fn compare(
         Compare::Ge => 5,
         Compare::Same => 6,
     };
-    let l = Layout::of(layout)?;
-    let (ap, bp, outp, n) = (a.ptr(), b.ptr(), out.ptr(), layout.numel() as u64);
-    let name = format!("compare_{}", type_name(a.dtype()));
-    launch!(gpu, name, elementwise_config(layout.numel()); code, l, ap, bp, outp, n)?;
-    Ok(out)
+    broadcast_pair("compare", code, a, b, DType::Bool, layout)
 }
 
 /// `if cond { a } else { b }` with broadcasting (`layout` from `[cond, a, b]` shapes).

@@ -153,7 +153,8 @@ impl RoundingState {
     }
 
     /// Rounds updated values `data` on a device to `storage` by the mode, as [`round`](Self::round) does
-    /// on the host (`old`: the values before the update); the Kahan compensation moves to the device.
+    /// on the host (`old`: the values before the update), after
+    /// [`prepare_on_device`](Self::prepare_on_device) for the same device and length.
     #[cfg(feature = "cuda")]
     pub(crate) fn round_on_device(
         &mut self,
@@ -168,10 +169,10 @@ impl RoundingState {
                 self.updates += 1;
             }
             (DType::BF16 | DType::F16, UpdateRounding::Kahan) => {
-                self.prepare_on_device(data.gpu(), data.len(), storage)?;
-                if let Compensation::Device(c) = &mut self.compensation {
-                    cuda::kahan_round_through(old, data, c)?;
-                }
+                let Compensation::Device(c) = &mut self.compensation else {
+                    unreachable!("prepare_on_device puts the compensation on the device")
+                };
+                cuda::kahan_round_through(old, data, c)?;
             }
             (DType::BF16 | DType::F16, _) => {
                 *data = cuda::cast(&cuda::cast(data, storage)?, DType::F32)?;
