@@ -154,50 +154,80 @@ struct Row {
     vs_gemm: Option<f64>,
 }
 
+/// Repetitions of an n × n × n GEMM: about a quarter second of work at 400 GFLOP/s, 7 to 101 (few runs of
+/// a short product are dominated by the host's noise).
+fn gemm_reps(n: usize) -> usize {
+    ((0.25 * 400e9 / (2.0 * (n as f64).powi(3))) as usize).clamp(7, 101)
+}
+
 fn gemm_rate<A: amp_kernels::Float, B: amp_kernels::Float>(n: usize, a: &[A], b: &[B]) -> f64 {
     let spec = GemmSpec::new(n, n, n);
     let mut c = vec![0.0f32; n * n];
-    spec.flops() / median_secs(5, || gemm_mixed(&spec, a, b, &mut c)) / 1e9
+    spec.flops() / median_secs(gemm_reps(n), || gemm_mixed(&spec, a, b, &mut c)) / 1e9
 }
 
+/// GFLOP/s of our n × n × n GEMM and of the `gemm` crate's on the same operands, as medians of runs that
+/// alternate between the two, so that both see the same state of this shared host.
 #[cfg(feature = "peers")]
-fn peer_rate<T: Copy + 'static>(n: usize, a: &[T], b: &[T], zero: T, one: T) -> f64 {
-    let mut c = vec![zero; n * n];
+fn paired_rates<T: amp_kernels::Float>(n: usize, a: &[T], zero: T, one: T) -> (f64, f64) {
+    let spec = GemmSpec::new(n, n, n);
+    let mut ours_c = vec![0.0f32; n * n];
+    let mut peer_c = vec![zero; n * n];
     let threads = rayon::current_num_threads();
-    let flops = 2.0 * (n as f64).powi(3);
-    flops
-        / median_secs(5, || unsafe {
-            // SAFETY: row-major n×n buffers of the right length; strides in elements.
-            gemm::gemm(
-                n,
-                n,
-                n,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.as_ptr(),
-                1,
-                n as isize,
-                b.as_ptr(),
-                1,
-                n as isize,
-                zero,
-                one,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(threads),
-            )
-        })
-        / 1e9
+    let mut ours = || gemm_mixed(&spec, a, a, &mut ours_c);
+    let mut peer = || unsafe {
+        // SAFETY: row-major n×n buffers of the right length; strides in elements.
+        gemm::gemm(
+            n,
+            n,
+            n,
+            peer_c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            n as isize,
+            a.as_ptr(),
+            1,
+            n as isize,
+            zero,
+            one,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        )
+    };
+    ours();
+    peer();
+    let (mut ours_t, mut peer_t) = (Vec::new(), Vec::new());
+    for _ in 0..gemm_reps(n) {
+        for (run, times) in [
+            (&mut ours as &mut dyn FnMut(), &mut ours_t),
+            (&mut peer, &mut peer_t),
+        ] {
+            let s = Instant::now();
+            run();
+            times.push(s.elapsed().as_secs_f64());
+        }
+    }
+    let median = |t: &mut Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    (
+        spec.flops() / median(&mut ours_t) / 1e9,
+        spec.flops() / median(&mut peer_t) / 1e9,
+    )
 }
 
 fn main() {
     let level = isa::isa();
     let threads = rayon::current_num_threads();
     println!(
-        "amp-kernels benchmark: {level:?} path, {threads} threads (RAYON_NUM_THREADS), medians of 5-7 runs\n"
+        "amp-kernels benchmark: {level:?} path, {threads} threads (RAYON_NUM_THREADS), medians of 5-101 runs; \
+         against `gemm`: runs alternating with it\n"
     );
     let mut rows: Vec<Row> = Vec::new();
     let (mut fma_peak, mut bf16_peak) = (None, None);
@@ -267,14 +297,16 @@ fn main() {
             .collect();
         let ab: Vec<bf16> = a.iter().map(|&v| bf16::from_f32(v)).collect();
         let ah: Vec<f16> = a.iter().map(|&v| f16::from_f32(v)).collect();
-        let f32_rate = gemm_rate(n, &a, &a);
         #[cfg(feature = "peers")]
-        let (peer32, peer16) = (
-            peer_rate(n, &a, &a, 0.0f32, 1.0f32),
-            peer_rate(n, &ah, &ah, f16::ZERO, f16::ONE),
+        let ((f32_rate, peer32), (h, peer16)) = (
+            paired_rates(n, &a, 0.0f32, 1.0f32),
+            paired_rates(n, &ah, f16::ZERO, f16::ONE),
         );
         #[cfg(not(feature = "peers"))]
-        let (peer32, peer16) = (f64::NAN, f64::NAN);
+        let ((f32_rate, peer32), (h, peer16)) = (
+            (gemm_rate(n, &a, &a), f64::NAN),
+            (gemm_rate(n, &ah, &ah), f64::NAN),
+        );
         let ratio = |ours: f64, theirs: f64| theirs.is_finite().then(|| ours / theirs);
         let pct = |v: f64, p: Option<f64>| p.map(|p| 100.0 * v / p);
         rows.push(Row {
@@ -317,7 +349,6 @@ fn main() {
             }
             isa::set_amx_mode(previous);
         }
-        let h = gemm_rate(n, &ah, &ah);
         rows.push(Row {
             kernel: format!("GEMM f16 (f32 acc), n = {n}"),
             value: h,

@@ -181,16 +181,19 @@ fn same_type_products_on_every_path() {
 }
 
 /// Shapes big enough to run in parallel (see `parallel_products_on_every_path`).
-const PARALLEL_SHAPES: [(usize, usize, usize); 4] = [
+const PARALLEL_SHAPES: [(usize, usize, usize); 5] = [
     (130, 150, 300),
     (300, 64, 260),
     (24, 400, 600),
     (40, 70, 2100),
+    (200, 600, 40),
 ];
 
 /// Products big enough to run in parallel: many row blocks sharing one packed B (300 rows), few rows
-/// with columns split into runs (24 and 130 rows), several depth slices (k = 600 in bf16 pairs and in
-/// f32 at 256 steps, k = 2100 in f32 at 1024 steps), and batches spread over threads.
+/// whose panels are split between threads (24 and 130 rows), a row block whose panels two threads share
+/// (200 rows, 600 columns, B packed because its rows are more than 2 KiB apart), several depth slices
+/// (k = 600 in bf16 pairs and in f32 at 256 steps, k = 2100 in f32 at 1024 steps), and batches spread
+/// over threads.
 #[test]
 fn parallel_products_on_every_path() {
     for_each_level(|level| {

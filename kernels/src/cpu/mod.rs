@@ -11,6 +11,7 @@ mod binary;
 mod cast;
 mod conv;
 mod gemm;
+mod huge_pages;
 mod index;
 pub mod isa;
 mod layout;
