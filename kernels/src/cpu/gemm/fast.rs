@@ -2,8 +2,8 @@
 //! `vdpbf16ps` on bf16 pairs, AMX-BF16 tiles in `amx`).
 //!
 //! A product is a grid of row blocks (at most `MC` rows) × `NR`-column B panels, cut into one equal chunk
-//! per thread, and enters the rayon pool once. A thread walks the contraction in slices of
-//! `Kernel::slice_steps` packed depth steps; in each slice, for each row block of its chunk, it packs the
+//! per thread, and enters the rayon pool once. A thread covers the contraction in slices of
+//! `Kernel::slice_steps` packed depth steps; for each slice and row block of its chunk, it packs the
 //! block's rows of A into a per-thread buffer, then for each of its B panels (packed on first use by
 //! whichever thread needs it, into a buffer all threads share) runs the microkernel over every `MR × NR`
 //! tile, storing (first slice) or adding (later slices) straight into an f32 accumulator: C itself when C
@@ -21,6 +21,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::LocalKey;
 
@@ -119,6 +120,17 @@ impl Kernel {
             Kernel::Avx512F32 => KC_WORDS_F32,
             _ => KC_WORDS,
         }
+    }
+
+    /// Whether a chunk of a product walks the contraction slice by slice, each slice over all its row
+    /// blocks, rather than block by block, each block over all slices. Slices first makes the threads
+    /// pack each slice's B panels together (walking blocks first, the thread with the first block packs
+    /// all of the later slices' panels alone while the other is still in the first slice): the f32
+    /// kernel's 1024-step slices ran 2-5% faster (2048³, 1024 × 1024 × 2048, 512 × 512 × 4096). Blocks
+    /// first keeps a block's rows of C in cache from one slice to the next, which the bf16 kernels' more
+    /// and shallower slices (256 words) need: slices first lost 3-5% there at n = 1024 and 2048.
+    fn slices_outermost(self) -> bool {
+        matches!(self, Kernel::Avx512F32)
     }
 
     /// Packed depth steps come in multiples of this (a whole tile row for AMX).
@@ -822,14 +834,12 @@ impl BLayout {
 
 /// Splits the product into one chunk of work per thread and runs them. The work is the grid of row
 /// blocks (at most `MC` rows, equal tile counts ±1) × B panels; each chunk is an equal share of it, cut
-/// between two panels of a block, whose rows of A both chunks then pack. A chunk walks the contraction
-/// slice by slice, each slice block by block, into the f32 accumulator `out` (`m × n`, row-major; the
-/// first slice stores unless `accumulate`, later slices add).
+/// between two panels of a block, whose rows of A both chunks then pack. A chunk covers the contraction
+/// slice by slice (in the order `Kernel::slices_outermost` picks) into the f32 accumulator `out`
+/// (`m × n`, row-major; the first slice stores unless `accumulate`, later slices add).
 ///
 /// Equal shares keep every thread busy to the end: with whole row blocks as tasks, a 512³ product left
-/// one thread idle for a tenth of its time. Slices outermost make the threads pack each slice's B panels
-/// together: walking block by block, the thread with the first block packed all of the second slice's
-/// panels alone while the other was still in the first slice (2048³: 2% faster).
+/// one thread idle for a tenth of its time.
 #[allow(clippy::too_many_arguments)]
 fn tasks<TA: Float, TB: Float>(
     kernel: Kernel,
@@ -871,26 +881,43 @@ fn tasks<TA: Float, TB: Float>(
     };
     let read_b_in_place = read_b_in_place(tiles, n, k);
     let out = SharedOut(out.as_mut_ptr());
+    // The (rows, panels) pieces of chunk `c`, block by block.
+    let pieces = |c: usize| {
+        let (begin, end) = (start(c), start(c + 1));
+        (begin.0..=end.0).filter_map(move |block| {
+            let first = if block == begin.0 { begin.1 } else { 0 };
+            let last = if block == end.0 { end.1 } else { n_panels };
+            (first < last).then(|| {
+                let rows = first_tile(block) * mr..m.min(first_tile(block + 1) * mr);
+                (rows, first..last)
+            })
+        })
+    };
+    let run = |(rows, panels): (Range<usize>, Range<usize>), slice: usize| {
+        run_task(
+            kernel,
+            compute,
+            a,
+            b,
+            packed_b,
+            rows,
+            panels,
+            slice,
+            (m, n, k),
+            accumulate,
+            read_b_in_place,
+            out,
+        )
+    };
+    let slices = packed_b.layout.n_slices;
     let chunk = |c: usize| {
-        for slice in 0..packed_b.layout.n_slices {
-            let ((mut block, mut panel), end) = (start(c), start(c + 1));
-            while (block, panel) < end {
-                let last_panel = if block == end.0 { end.1 } else { n_panels };
-                run_task(
-                    kernel,
-                    compute,
-                    a,
-                    b,
-                    packed_b,
-                    first_tile(block) * mr..m.min(first_tile(block + 1) * mr),
-                    panel..last_panel,
-                    slice,
-                    (m, n, k),
-                    accumulate,
-                    read_b_in_place,
-                    out,
-                );
-                (block, panel) = (block + 1, 0);
+        if kernel.slices_outermost() {
+            for slice in 0..slices {
+                pieces(c).for_each(|piece| run(piece, slice));
+            }
+        } else {
+            for piece in pieces(c) {
+                (0..slices).for_each(|slice| run(piece.clone(), slice));
             }
         }
     };
@@ -923,8 +950,8 @@ fn run_task<TA: Float, TB: Float>(
     a: Source<TA>,
     b: Source<TB>,
     packed_b: &PackedB,
-    rows: std::ops::Range<usize>,
-    panels: std::ops::Range<usize>,
+    rows: Range<usize>,
+    panels: Range<usize>,
     slice: usize,
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
