@@ -43,22 +43,10 @@ fn advise(start: usize, bytes: usize) {
 fn madvise_huge(start: usize, len: usize) {
     const SYS_MADVISE: u64 = 28;
     const MADV_HUGEPAGE: u64 = 14;
-    let _result: i64;
     // SAFETY: madvise(MADV_HUGEPAGE) on memory this process owns changes only how the kernel backs it,
-    // not its contents or its mapping; the syscall clobbers rcx and r11 as declared. Its result is
-    // ignored: EINVAL (huge pages not built into the kernel) leaves the buffer as it was.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") SYS_MADVISE as i64 => _result,
-            in("rdi") start,
-            in("rsi") len,
-            in("rdx") MADV_HUGEPAGE,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
+    // not its contents or its mapping. The result is ignored: EINVAL (huge pages not built into the
+    // kernel) leaves the buffer as it was.
+    unsafe { crate::cpu::linux::syscall3(SYS_MADVISE, start as u64, len as u64, MADV_HUGEPAGE) };
 }
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]

@@ -210,21 +210,12 @@ mod amx {
 
     #[cfg(target_os = "linux")]
     pub fn request_permission() -> bool {
-        let result: i64;
-        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) only changes this process's permitted
-        // XSAVE features; the syscall clobbers rcx and r11 as declared.
+        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) only changes this process's
+        // permitted XSAVE features.
         unsafe {
-            std::arch::asm!(
-                "syscall",
-                inlateout("rax") SYS_ARCH_PRCTL as i64 => result,
-                in("rdi") ARCH_REQ_XCOMP_PERM,
-                in("rsi") XFEATURE_XTILEDATA,
-                lateout("rcx") _,
-                lateout("r11") _,
-                options(nostack),
-            );
+            crate::cpu::linux::syscall3(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA, 0)
+                == 0
         }
-        result == 0
     }
 
     #[cfg(not(target_os = "linux"))]

@@ -15,6 +15,7 @@ mod huge_pages;
 mod index;
 pub mod isa;
 mod layout;
+mod linux;
 mod norm;
 mod optim;
 pub(crate) mod optim8;
