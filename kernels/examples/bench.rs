@@ -167,7 +167,8 @@ fn gemm_rate<A: amp_kernels::Float, B: amp_kernels::Float>(n: usize, a: &[A], b:
 }
 
 /// GFLOP/s of our n × n × n GEMM and of the `gemm` crate's on the same operands, as medians of runs that
-/// alternate between the two, so that both see the same state of this shared host.
+/// alternate between the two, so that both see the same state of this shared host. Ours accumulates and
+/// writes f32; `gemm` writes `T` (for f16, it has no f32-output mixed product).
 #[cfg(feature = "peers")]
 fn paired_rates<T: amp_kernels::Float>(n: usize, a: &[T], b: &[T], zero: T, one: T) -> (f64, f64) {
     let spec = GemmSpec::new(n, n, n);
@@ -202,11 +203,14 @@ fn paired_rates<T: amp_kernels::Float>(n: usize, a: &[T], b: &[T], zero: T, one:
     ours();
     peer();
     let (mut ours_t, mut peer_t) = (Vec::new(), Vec::new());
-    for _ in 0..gemm_reps(n) {
-        for (run, times) in [
+    for round in 0..gemm_reps(n) {
+        let mut pair = [
             (&mut ours as &mut dyn FnMut(), &mut ours_t),
             (&mut peer, &mut peer_t),
-        ] {
+        ];
+        // Who goes first alternates too, so neither always runs right after the other.
+        pair.rotate_left(round % 2);
+        for (run, times) in pair {
             let s = Instant::now();
             run();
             times.push(s.elapsed().as_secs_f64());

@@ -181,9 +181,10 @@ fn same_type_products_on_every_path() {
 }
 
 /// Shapes big enough to run in parallel (see `parallel_products_on_every_path`).
-const PARALLEL_SHAPES: [(usize, usize, usize); 5] = [
+const PARALLEL_SHAPES: [(usize, usize, usize); 6] = [
     (130, 150, 300),
     (300, 64, 260),
+    (8, 20, 16000),
     (24, 400, 600),
     (40, 70, 2100),
     (200, 600, 40),
@@ -191,9 +192,10 @@ const PARALLEL_SHAPES: [(usize, usize, usize); 5] = [
 
 /// Products big enough to run in parallel: many row blocks sharing one packed B (300 rows), few rows
 /// whose panels are split between threads (24 and 130 rows), a row block whose panels two threads share
-/// (200 rows, 600 columns, B packed because its rows are more than 2 KiB apart), several depth slices
-/// (k = 600 in bf16 pairs and in f32 at 256 steps, k = 2100 in f32 at 1024 steps), and batches spread
-/// over threads.
+/// (200 rows, 600 columns, B packed because its rows are more than 2 KiB apart), a grid of one tile ×
+/// one partial panel (8 × 20) shared by all threads over 16 depth slices, several depth slices (k = 600
+/// in bf16 pairs and in f32 at 256 steps, k = 2100 in f32 at 1024 steps), and batches spread over
+/// threads.
 #[test]
 fn parallel_products_on_every_path() {
     for_each_level(|level| {
@@ -219,7 +221,8 @@ fn amx_kernel_with_emulated_tiles() {
 }
 
 /// Products run from inside a parallel loop of a pool with more threads than cores (nested parallelism,
-/// work-stealing between products, tasks waiting on panels another thread is packing), at every level.
+/// work-stealing between products, threads waiting on panels another thread is packing, more chunks
+/// than tiles), at every level.
 #[test]
 fn products_inside_an_oversubscribed_pool() {
     use rayon::prelude::*;
@@ -229,8 +232,8 @@ fn products_inside_an_oversubscribed_pool() {
         .expect("a thread pool");
     for_each_level(|level| {
         pool.install(|| {
-            (0..6).into_par_iter().for_each(|i| {
-                let shape = [PARALLEL_SHAPES[i % 3]];
+            (0..8).into_par_iter().for_each(|i| {
+                let shape = [PARALLEL_SHAPES[i % 4]];
                 if i % 2 == 0 {
                     check_on::<f32, f32, f32>(&shape, &[(1, false, false)], level, "f32", 0.0);
                 } else {

@@ -7,9 +7,9 @@
 //! block's rows of A into a per-thread buffer, then for each of its B panels (packed on first use by
 //! whichever thread needs it, into a buffer all threads share) runs the microkernel over every `MR × NR`
 //! tile, storing (first slice) or adding (later slices) straight into an f32 accumulator: C itself when C
-//! is f32, else a buffer rounded to C's type at the end. B is packed once per product (or read in place
-//! when small, see `read_b_in_place`) and A once per block and slice, twice for the block two chunks
-//! share; no thread waits at a barrier. Packing rounds or converts the source to the compute type on the
+//! is f32, else a buffer rounded to C's type at the end. B is packed once per product (or read in place,
+//! see `read_b_in_place`) and A once per block and slice (by each chunk covering part of the block); no
+//! thread waits at a barrier. Buffers of 4 MiB and more (packed B, the accumulator) ask for 2 MiB pages. Packing rounds or converts the source to the compute type on the
 //! way, so a mixed product never makes a converted copy. A batch of products runs one product per thread
 //! instead.
 
@@ -25,12 +25,12 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::LocalKey;
 
-/// Rows per task (a multiple of every microkernel's MR): its packed A slice (`MC × KC_WORDS` words,
+/// Rows per block (a multiple of every microkernel's MR): its packed A slice (`MC × KC_WORDS` words,
 /// 96 KiB; `MC × KC_WORDS_F32` for the AVX-512 f32 kernel, 384 KiB) stays in L2 while the microkernels
 /// sweep it once per B panel.
 const MC: usize = 96;
 /// Packed depth steps per slice: one B panel (`NR × KC_WORDS` words, 32 KiB for NR = 32) stays in L1
-/// while it meets every A panel of a task.
+/// while it meets every A panel of a block.
 const KC_WORDS: usize = 256;
 /// Packed depth steps per slice for the AVX-512 f32 kernel. Each slice reads and writes all of C once,
 /// and at 256 steps that traffic (C out of cache for n = 2048) cost more than the B panel's stay in L1
@@ -47,7 +47,7 @@ const READ_B_IN_PLACE_ROW_BYTES: usize = 2048;
 const PARALLEL_FLOPS: f64 = 4.0e6;
 
 thread_local! {
-    /// Packed A rows of the task running on this thread.
+    /// Packed A rows of the piece running on this thread.
     static PACK_A: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
     /// Packed B of the product this thread drives (written and read by every thread while it runs).
     static PACK_B: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
@@ -68,7 +68,7 @@ fn with_buffer<T: Default + 'static, R>(
 ) -> R {
     key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => {
-            crate::cpu::huge_pages::grow(&mut v, len, T::default);
+            crate::cpu::huge_pages::grow_scratch(&mut v, len, T::default);
             f(&mut v[..len])
         }
         Err(_) => f(&mut (0..len).map(|_| T::default()).collect::<Vec<T>>()),
@@ -446,10 +446,11 @@ fn prefetch_run<T>(run: &[T], len: usize) {
         let lead = start as usize % 64;
         let start = start.wrapping_sub(lead);
         for offset in (0..bytes + lead).step_by(64) {
-            // SAFETY: prefetching is a hint that never faults; each address lies in a line `run` touches.
+            // SAFETY: prefetching is a hint that never faults, and the address is only prefetched (it lies
+            // in a line `run` touches, so `wrapping_add` keeps it meaningful).
             unsafe {
                 std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    start.add(offset),
+                    start.wrapping_add(offset),
                 )
             };
         }
@@ -550,11 +551,11 @@ fn f32_words<T: Elem>(data: &[T]) -> Option<&[u32]> {
     })
 }
 
-/// A raw pointer to the f32 accumulator that tasks write through: each task writes only its own rows
-/// and columns, which no other task touches while the slice runs.
+/// A raw pointer to the f32 accumulator that threads write through: each tile (`MR` rows × one panel's
+/// columns) belongs to one chunk, and only that chunk's thread writes it.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint tiles (see `run_task`), and the pointer outlives the parallel region.
+// SAFETY: chunks write disjoint tiles (see `run_chunks`), and the pointer outlives the parallel region.
 unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
@@ -635,14 +636,14 @@ fn product<TA: Float, TB: Float, O: Float>(
             if O::DTYPE == DType::F32 {
                 let c = crate::cpu::same_type_slice_mut::<O, f32>(c);
                 return in_pool(parallel, || {
-                    tasks(
+                    run_chunks(
                         kernel, compute, a, b, &packed_b, dims, accumulate, c, parallel,
                     )
                 });
             }
             with_buffer(&ACCUMULATOR, m * n, |acc| {
                 in_pool(parallel, || {
-                    tasks(kernel, compute, a, b, &packed_b, dims, false, acc, parallel);
+                    run_chunks(kernel, compute, a, b, &packed_b, dims, false, acc, parallel);
                     // Rounded to C's type by the vectorized casts, a chunk at a time.
                     let finish = |(out, v): (&mut [O], &[f32])| {
                         if accumulate {
@@ -696,24 +697,24 @@ struct BLayout {
     n_slices: usize,
 }
 
-/// A panel no task has started packing.
+/// A panel no thread has started packing.
 const UNPACKED: u8 = 0;
-/// A panel some task is packing now.
+/// A panel some thread is packing now.
 const PACKING: u8 = 1;
 /// A panel ready to read.
 const PACKED: u8 = 2;
 /// A panel whose packer panicked.
 const POISONED: u8 = 3;
 
-/// The packed form of all of B, filled panel by panel by whichever task needs a panel first: every
-/// panel is packed once per product, and no task waits for a whole slice to be packed (no barrier).
+/// The packed form of all of B, filled panel by panel by whichever thread needs a panel first: every
+/// panel is packed once per product, and no thread waits for a whole slice to be packed (no barrier).
 struct PackedB<'a> {
     words: SharedWords,
     state: &'a [AtomicU8],
     layout: BLayout,
 }
 
-/// A raw pointer to the packed-B words: each panel is written by the one task that won its `PACKING`
+/// A raw pointer to the packed-B words: each panel is written by the one thread that won its `PACKING`
 /// state, and read only after its `PACKED` state is seen.
 #[derive(Clone, Copy)]
 struct SharedWords(*mut u32);
@@ -737,8 +738,8 @@ impl PackedB<'_> {
         }
     }
 
-    /// Panel `jr` of slice `slice` (depth `pc..pc+kc`, `steps` words deep), packed now if no task has
-    /// packed it yet, or once the task packing it finishes.
+    /// Panel `jr` of slice `slice` (depth `pc..pc+kc`, `steps` words deep), packed now if no thread
+    /// has packed it yet, or once the thread packing it finishes.
     #[allow(clippy::too_many_arguments)]
     fn panel<TB: Float>(
         &self,
@@ -764,10 +765,10 @@ impl PackedB<'_> {
         );
         match state.compare_exchange(UNPACKED, PACKING, Ordering::Acquire, Ordering::Acquire) {
             Ok(_) => {
-                // If packing panics, waiting tasks must not spin forever: they see POISONED and panic.
+                // If packing panics, waiting threads must not spin forever: they see POISONED and panic.
                 let poison = PoisonOnUnwind(state);
-                // SAFETY: the range lies inside the buffer (`BLayout::words`), and this task is the only
-                // one that touches it until it stores PACKED (every other task waits for that state).
+                // SAFETY: the range lies inside the buffer (`BLayout::words`), and this thread is the only
+                // one that touches it until it stores PACKED (every other thread waits for that state).
                 let words = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
                 let first = jr * nr;
                 let per = kernel.k_per_word();
@@ -788,7 +789,7 @@ impl PackedB<'_> {
             }
             Err(_) => wait_until_packed(state),
         }
-        // SAFETY: the panel is packed (this task stored PACKED, or saw it with Acquire ordering after the
+        // SAFETY: the panel is packed (this thread stored PACKED, or saw it with Acquire ordering after the
         // packer's Release store), and nothing writes it again during this product.
         unsafe { std::slice::from_raw_parts(ptr, len) }
     }
@@ -803,8 +804,8 @@ impl Drop for PoisonOnUnwind<'_> {
     }
 }
 
-/// Waits for another task to finish packing a panel (microseconds: packing calls nothing that could wait
-/// on this task), yielding the core after a while in case the packer has been descheduled.
+/// Waits for another thread to finish packing a panel (microseconds: packing calls nothing that could
+/// wait on this thread), yielding the core after a while in case the packer has been descheduled.
 fn wait_until_packed(state: &AtomicU8) {
     let mut spins = 0u32;
     loop {
@@ -834,14 +835,14 @@ impl BLayout {
 
 /// Splits the product into one chunk of work per thread and runs them. The work is the grid of row
 /// blocks (at most `MC` rows, equal tile counts ±1) × B panels; each chunk is an equal share of it, cut
-/// between two panels of a block, whose rows of A both chunks then pack. A chunk covers the contraction
+/// between two panels of a block, whose rows of A every chunk covering part of it packs. A chunk covers the contraction
 /// slice by slice (in the order `Kernel::slices_outermost` picks) into the f32 accumulator `out`
 /// (`m × n`, row-major; the first slice stores unless `accumulate`, later slices add).
 ///
-/// Equal shares keep every thread busy to the end: with whole row blocks as tasks, a 512³ product left
-/// one thread idle for a tenth of its time.
+/// Equal shares keep every thread busy to the end: with whole row blocks as the units of work, a 512³
+/// product left one thread idle for a tenth of its time.
 #[allow(clippy::too_many_arguments)]
-fn tasks<TA: Float, TB: Float>(
+fn run_chunks<TA: Float, TB: Float>(
     kernel: Kernel,
     compute: DType,
     a: Source<TA>,
@@ -862,11 +863,9 @@ fn tasks<TA: Float, TB: Float>(
     let tiles = m.div_ceil(mr);
     let blocks = tiles.div_ceil(MC / mr);
     let first_tile = |block: usize| block * tiles / blocks;
-    // Chunk `c` starts at the (block, panel) where c/chunks of the grid's tiles × panels lie before it.
+    // Chunk `c` starts at the (block, panel) where c/chunks of the grid's tiles × panels lie before it
+    // (`start(chunks)` is `(blocks, 0)`, the end of the grid).
     let start = |c: usize| -> (usize, usize) {
-        if c == chunks {
-            return (blocks, 0);
-        }
         let before = c * tiles * n_panels / chunks;
         let block = (0..blocks)
             .rfind(|&block| first_tile(block) * n_panels <= before)
@@ -879,7 +878,7 @@ fn tasks<TA: Float, TB: Float>(
             (block + 1, 0)
         }
     };
-    let read_b_in_place = read_b_in_place(tiles, n, k);
+    let b_in_place = read_b_in_place(tiles, n, k);
     let out = SharedOut(out.as_mut_ptr());
     // The (rows, panels) pieces of chunk `c`, block by block.
     let pieces = |c: usize| {
@@ -894,7 +893,7 @@ fn tasks<TA: Float, TB: Float>(
         })
     };
     let run = |(rows, panels): (Range<usize>, Range<usize>), slice: usize| {
-        run_task(
+        run_piece(
             kernel,
             compute,
             a,
@@ -905,7 +904,7 @@ fn tasks<TA: Float, TB: Float>(
             slice,
             (m, n, k),
             accumulate,
-            read_b_in_place,
+            b_in_place,
             out,
         )
     };
@@ -944,7 +943,7 @@ fn read_b_in_place(tiles: usize, n: usize, k: usize) -> bool {
 /// for each panel (packed on first use) runs the microkernel over every tile, storing into (first slice,
 /// unless `accumulate`) or adding to the f32 accumulator `out` (`m × n`).
 #[allow(clippy::too_many_arguments)]
-fn run_task<TA: Float, TB: Float>(
+fn run_piece<TA: Float, TB: Float>(
     kernel: Kernel,
     compute: DType,
     a: Source<TA>,
@@ -955,7 +954,7 @@ fn run_task<TA: Float, TB: Float>(
     slice: usize,
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
-    read_b_in_place: bool,
+    b_in_place: bool,
     out: SharedOut,
 ) {
     let (mr, nr) = kernel.tile();
@@ -964,10 +963,10 @@ fn run_task<TA: Float, TB: Float>(
     let mc_pad = mc.div_ceil(mr) * mr;
     // An f32 B stored k × n is read in place where `read_b_in_place` says so (whole panels; the last,
     // partial one is packed).
-    let direct_b = (read_b_in_place && b.row_stride == 1 && compute == DType::F32)
+    let direct_b = (b_in_place && b.row_stride == 1 && compute == DType::F32)
         .then(|| f32_words(b.data))
         .flatten();
-    // Always the largest size a task can need: which worker runs which block varies from call to call,
+    // Always the largest size a piece can need: which worker runs which block varies from call to call,
     // so growing on demand could allocate long after warm-up.
     let hardware_tiles = matches!(kernel, Kernel::Amx { emulated: false });
     #[cfg(target_arch = "x86_64")]
@@ -994,7 +993,7 @@ fn run_task<TA: Float, TB: Float>(
             kc,
             steps,
         );
-        // Tasks start at different panels (by where their rows lie), so tasks running at the same
+        // Pieces start at different panels (by where their rows lie), so threads running at the same
         // time pack different panels instead of queueing for the same one.
         let shift = (rows.start / mr) * panels.len() / m.div_ceil(mr);
         for i in 0..panels.len() {
@@ -1016,7 +1015,7 @@ fn run_task<TA: Float, TB: Float>(
                 let live_rows = mr.min(m - row);
                 if live_rows == mr && live_cols == nr {
                     // SAFETY: the whole tile (rows row..row+mr, columns col..col+nr) lies inside
-                    // the m × n accumulator, and only this task writes these rows and columns.
+                    // the m × n accumulator, and only this chunk's thread writes this tile.
                     unsafe {
                         microkernel(
                             kernel,
@@ -1037,8 +1036,8 @@ fn run_task<TA: Float, TB: Float>(
                     };
                     for r in 0..live_rows {
                         for j in 0..live_cols {
-                            // SAFETY: (row + r, col + j) is inside the accumulator and owned by
-                            // this task.
+                            // SAFETY: (row + r, col + j) is inside the accumulator, in this
+                            // chunk's tile.
                             unsafe {
                                 let dst = out.0.add((row + r) * n + col + j);
                                 let v = tile[r * nr + j];
