@@ -9,9 +9,9 @@
 //! tile, storing (first slice) or adding (later slices) straight into an f32 accumulator: C itself when C
 //! is f32, else a buffer rounded to C's type at the end. B is packed once per product (or read in place,
 //! see `read_b_in_place`) and A once per block and slice (by each chunk covering part of the block); no
-//! thread waits at a barrier. Buffers of 4 MiB and more (packed B, the accumulator) ask for 2 MiB pages. Packing rounds or converts the source to the compute type on the
-//! way, so a mixed product never makes a converted copy. A batch of products runs one product per thread
-//! instead.
+//! thread waits at a barrier. Buffers of 4 MiB and more (packed B, the accumulator) ask for 2 MiB pages.
+//! Packing rounds or converts the source to the compute type on the way, so a mixed product never makes
+//! a converted copy. A batch of products runs one product per thread instead.
 
 use super::GemmSpec;
 use super::amx;
@@ -835,9 +835,9 @@ impl BLayout {
 
 /// Splits the product into one chunk of work per thread and runs them. The work is the grid of row
 /// blocks (at most `MC` rows, equal tile counts ±1) × B panels; each chunk is an equal share of it, cut
-/// between two panels of a block, whose rows of A every chunk covering part of it packs. A chunk covers the contraction
-/// slice by slice (in the order `Kernel::slices_outermost` picks) into the f32 accumulator `out`
-/// (`m × n`, row-major; the first slice stores unless `accumulate`, later slices add).
+/// between two panels of a block, whose rows of A every chunk covering part of it packs. A chunk covers
+/// the contraction slice by slice (in the order `Kernel::slices_outermost` picks) into the f32
+/// accumulator `out` (`m × n`, row-major; the first slice stores unless `accumulate`, later slices add).
 ///
 /// Equal shares keep every thread busy to the end: with whole row blocks as the units of work, a 512³
 /// product left one thread idle for a tenth of its time.
