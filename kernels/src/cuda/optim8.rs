@@ -58,6 +58,20 @@ fn blocks_config(n: usize) -> LaunchConfig {
     }
 }
 
+/// The parameter's length; panics unless parameter and gradient are f32 buffers of one length (a bug in
+/// the caller).
+fn check_weights(op: &str, param: &DeviceBuffer, grad: &DeviceBuffer) -> usize {
+    let n = param.len();
+    assert!(
+        grad.len() == n && param.dtype() == DType::F32 && grad.dtype() == DType::F32,
+        "{op}: a {} gradient of {} elements for a {} parameter of {n}",
+        grad.dtype(),
+        grad.len(),
+        param.dtype()
+    );
+    n
+}
+
 /// Panics unless `state` fits a parameter of `n` elements (a bug in the caller).
 fn check_state(op: &str, n: usize, state: &DeviceQuantized) {
     assert!(
@@ -87,12 +101,7 @@ pub fn adam8bit_step(
         "adam8bit_step",
         &[param, grad, m.codes, m.absmax, v.codes, v.absmax],
     )?;
-    let n = param.len();
-    assert!(
-        grad.len() == n && param.dtype() == DType::F32 && grad.dtype() == DType::F32,
-        "adam8bit_step: an f32 gradient of {} elements for an f32 parameter of {n}",
-        grad.len()
-    );
+    let n = check_weights("adam8bit_step", param, grad);
     check_state("adam8bit_step (first moment)", n, &m);
     check_state("adam8bit_step (second moment)", n, &v);
     let gpu = param.gpu().clone();
@@ -137,12 +146,7 @@ pub fn momentum8bit_step(
         "momentum8bit_step",
         &[param, grad, buffer.codes, buffer.absmax],
     )?;
-    let n = param.len();
-    assert!(
-        grad.len() == n && param.dtype() == DType::F32 && grad.dtype() == DType::F32,
-        "momentum8bit_step: an f32 gradient of {} elements for an f32 parameter of {n}",
-        grad.len()
-    );
+    let n = check_weights("momentum8bit_step", param, grad);
     check_state("momentum8bit_step", n, &buffer);
     let gpu = param.gpu().clone();
     let books = books(&gpu)?;
