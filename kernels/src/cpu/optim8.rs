@@ -25,7 +25,7 @@ const TASK_BLOCKS: usize = 64;
 /// Adam's constants for one step, as bitsandbytes derives them (shared by the scalar, AVX-512 and
 /// device kernels).
 #[derive(Clone, Copy)]
-pub(crate) struct AdamConsts {
+pub(crate) struct Adam8Consts {
     pub(crate) beta1: f32,
     pub(crate) beta2: f32,
     /// `-lr·√(1-β2^t) / (1-β1^t)`.
@@ -38,7 +38,7 @@ pub(crate) struct AdamConsts {
     pub(crate) decay: f32,
 }
 
-impl AdamConsts {
+impl Adam8Consts {
     pub(crate) fn new(hp: &AdamStep) -> Self {
         let t = hp.step.max(1) as i32;
         let correction1 = 1.0 - hp.beta1.powi(t);
@@ -48,7 +48,7 @@ impl AdamConsts {
         } else {
             (hp.weight_decay, 1.0)
         };
-        AdamConsts {
+        Adam8Consts {
             beta1: hp.beta1 as f32,
             beta2: hp.beta2 as f32,
             step_size: (-hp.lr * correction2 / correction1) as f32,
@@ -99,7 +99,7 @@ pub fn adam8bit_step(
     }
     check_lengths("adam8bit_step (first moment)", n, m.codes, m.absmax);
     check_lengths("adam8bit_step (second moment)", n, v.codes, v.absmax);
-    let k = AdamConsts::new(hp);
+    let k = Adam8Consts::new(hp);
     let vector = vector_kernels();
     let task = TASK_BLOCKS * QUANT_BLOCK;
     param
@@ -135,7 +135,7 @@ fn adam_block(
     g: &[f32],
     (mc, ma): (&mut [u8], &mut f32),
     (vc, va): (&mut [u8], &mut f32),
-    k: &AdamConsts,
+    k: &Adam8Consts,
 ) {
     let (q1, q2) = (Codebook::signed(), Codebook::unsigned());
     let mut m = [0.0f32; QUANT_BLOCK];

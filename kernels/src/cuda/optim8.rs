@@ -5,7 +5,7 @@ use super::device::{BLOCK, launch};
 use super::ops::same_device;
 use super::{CudaError, DeviceBuffer, Gpu};
 use crate::DType;
-use crate::cpu::optim8::AdamConsts;
+use crate::cpu::optim8::Adam8Consts;
 use crate::cpu::{AdamStep, Codebook, QUANT_BLOCK, SgdStep, quant_blocks};
 use cudarc::driver::LaunchConfig;
 use std::sync::{Arc, Mutex};
@@ -106,14 +106,14 @@ pub fn adam8bit_step(
     check_state("adam8bit_step (second moment)", n, &v);
     let gpu = param.gpu().clone();
     let books = books(&gpu)?;
-    let AdamConsts {
+    let Adam8Consts {
         beta1,
         beta2,
         step_size,
         eps_hat,
         l2,
         decay,
-    } = AdamConsts::new(hp);
+    } = Adam8Consts::new(hp);
     let (wp, gp, mc, ma, vc, va) = (
         param.ptr(),
         grad.ptr(),

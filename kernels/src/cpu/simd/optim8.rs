@@ -16,7 +16,7 @@
 //! fused multiply-adds, so the codes, scales and weights are bit-identical to the scalar path (which
 //! handles partial blocks and CPUs without AVX-512, and which the tests compare against).
 
-use super::super::optim8::AdamConsts;
+use super::super::optim8::Adam8Consts;
 use super::super::quant8::{Codebook, QUANT_BLOCK};
 use std::arch::x86_64::*;
 
@@ -515,7 +515,7 @@ pub(crate) fn adam_block(
     g: &[f32],
     (mc, ma): (&mut [u8], &mut f32),
     (vc, va): (&mut [u8], &mut f32),
-    k: &AdamConsts,
+    k: &Adam8Consts,
 ) {
     assert!(
         w.len() == QUANT_BLOCK
