@@ -180,6 +180,24 @@ fn same_type_products_on_every_path() {
     });
 }
 
+/// Every row count from 1 to 25: whole tiles, and each number of rows an edge tile can have (1 to 11
+/// of the AVX-512 kernel's 12, 1 to 5 of the AVX2 kernel's 6), under whole and partial column panels,
+/// with B packed and read in place.
+#[test]
+fn every_edge_tile_height_on_every_path() {
+    let shapes: Vec<_> = (1..=25).map(|m| (m, 69, 37)).collect();
+    for_each_level(|level| {
+        check_on::<f32, f32, f32>(
+            &shapes,
+            &[(1, false, false), (2, false, true)],
+            level,
+            "f32",
+            0.0,
+        );
+        check_on::<f16, f16, f32>(&shapes, &[(1, false, true)], level, "f16", 0.0);
+    });
+}
+
 /// Shapes big enough to run in parallel (see `parallel_products_on_every_path`).
 const PARALLEL_SHAPES: [(usize, usize, usize); 6] = [
     (130, 150, 300),

@@ -133,6 +133,25 @@ impl Kernel {
         matches!(self, Kernel::Avx512F32)
     }
 
+    /// Whether the microkernel can compute only the first rows of a tile, straight into C. The f32
+    /// kernel can: a product of 64 rows is five whole 12-row tiles and one of 4 rows, which costs a
+    /// third of a whole one instead of all of it (the other kernels compute an edge tile whole, aside).
+    fn computes_partial_rows(self) -> bool {
+        matches!(self, Kernel::Avx512F32)
+    }
+
+    /// The work of a tile with `rows` live rows, in rows of a whole tile: an edge tile costs a whole
+    /// one unless `computes_partial_rows`; then its rows, but at least 4, below which the latency of the
+    /// accumulators' FMA chains (4 cycles, 2 units, 2 accumulators per row) bounds the kernel.
+    fn tile_work(self, rows: usize) -> usize {
+        let mr = self.tile().0;
+        if self.computes_partial_rows() {
+            rows.clamp(4, mr)
+        } else {
+            mr
+        }
+    }
+
     /// Packed depth steps come in multiples of this (a whole tile row for AMX).
     fn step_multiple(self) -> usize {
         match self {
@@ -863,15 +882,25 @@ fn run_chunks<TA: Float, TB: Float>(
     let tiles = m.div_ceil(mr);
     let blocks = tiles.div_ceil(MC / mr);
     let first_tile = |block: usize| block * tiles / blocks;
-    // Chunk `c` starts at the (block, panel) where c/chunks of the grid's tiles × panels lie before it
+    // The work of the blocks before `block`, per panel (in rows of whole tiles; only the last tile can
+    // be an edge tile).
+    let all_work = (tiles - 1) * mr + kernel.tile_work(m - (tiles - 1) * mr);
+    let work_before = |block: usize| {
+        if block == blocks {
+            all_work
+        } else {
+            first_tile(block) * mr
+        }
+    };
+    // Chunk `c` starts at the (block, panel) where c/chunks of the grid's work lies before it
     // (`start(chunks)` is `(blocks, 0)`, the end of the grid).
     let start = |c: usize| -> (usize, usize) {
-        let before = c * tiles * n_panels / chunks;
+        let before = c * all_work * n_panels / chunks;
         let block = (0..blocks)
-            .rfind(|&block| first_tile(block) * n_panels <= before)
+            .rfind(|&block| work_before(block) * n_panels <= before)
             .unwrap_or(0);
-        let block_tiles = first_tile(block + 1) - first_tile(block);
-        let panel = (before - first_tile(block) * n_panels + block_tiles / 2) / block_tiles;
+        let block_work = work_before(block + 1) - work_before(block);
+        let panel = (before - work_before(block) * n_panels + block_work / 2) / block_work;
         if panel < n_panels {
             (block, panel)
         } else {
@@ -1013,12 +1042,13 @@ fn run_piece<TA: Float, TB: Float>(
             for (ir, apanel) in ap.chunks_exact(mr * steps).enumerate() {
                 let row = rows.start + ir * mr;
                 let live_rows = mr.min(m - row);
-                if live_rows == mr && live_cols == nr {
-                    // SAFETY: the whole tile (rows row..row+mr, columns col..col+nr) lies inside
-                    // the m × n accumulator, and only this chunk's thread writes this tile.
+                if live_cols == nr && (live_rows == mr || kernel.computes_partial_rows()) {
+                    // SAFETY: the tile's live part (rows row..row+live_rows, columns col..col+nr)
+                    // lies inside the m × n accumulator, and only this chunk's thread writes it.
                     unsafe {
                         microkernel(
                             kernel,
+                            live_rows,
                             steps,
                             apanel,
                             bpanel,
@@ -1032,7 +1062,16 @@ fn run_piece<TA: Float, TB: Float>(
                     let mut tile = [0f32; MAX_TILE];
                     // SAFETY: `tile` holds mr × nr values with row stride nr.
                     unsafe {
-                        microkernel(kernel, steps, apanel, bpanel, tile.as_mut_ptr(), nr, false)
+                        microkernel(
+                            kernel,
+                            mr,
+                            steps,
+                            apanel,
+                            bpanel,
+                            tile.as_mut_ptr(),
+                            nr,
+                            false,
+                        )
                     };
                     for r in 0..live_rows {
                         for j in 0..live_cols {
@@ -1067,14 +1106,17 @@ struct BPanel<'a> {
     ld: usize,
 }
 
-/// Runs the microkernel on full, padded panels: `c[r·ldc + j] (+)= Σ_s a[s·MR + r] · b[s·ld + j]`.
+/// Runs the microkernel on full, padded panels: `c[r·ldc + j] (+)= Σ_s a[s·MR + r] · b[s·ld + j]` for
+/// the tile's first `rows` rows (all `MR` of them unless `kernel.computes_partial_rows()`).
 ///
 /// # Safety
-/// `c` must be valid for reads and writes of `MR` rows of `NR` values with row stride `ldc`, and the
+/// `c` must be valid for reads and writes of `rows` rows of `NR` values with row stride `ldc`, and the
 /// kernel must suit the detected CPU (`kernel_for` with the detected level).
+#[allow(clippy::too_many_arguments)]
 #[inline]
 unsafe fn microkernel(
     kernel: Kernel,
+    rows: usize,
     steps: usize,
     a: &[u32],
     b: BPanel,
@@ -1084,12 +1126,16 @@ unsafe fn microkernel(
 ) {
     let (mr, nr) = kernel.tile();
     assert!(a.len() >= steps * mr && b.words.len() >= (steps - 1) * b.ld + nr);
+    assert!(
+        rows == mr || (kernel.computes_partial_rows() && (1..mr).contains(&rows)),
+        "{kernel:?} computes whole tiles of {mr} rows, not {rows}"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller guarantees `c` and the ISA; the assertion above bounds the panels.
     unsafe {
         let (a, ldb, b) = (a.as_ptr(), b.ld, b.words.as_ptr());
         match kernel {
-            Kernel::Avx512F32 => x86::f32_12x32(steps, a.cast(), b.cast(), ldb, c, ldc, add),
+            Kernel::Avx512F32 => x86::f32_x32(rows, steps, a.cast(), b.cast(), ldb, c, ldc, add),
             Kernel::Avx2F32 => x86::f32_6x16(steps, a.cast(), b.cast(), ldb, c, ldc, add),
             Kernel::Avx512Bf16 => {
                 assert_eq!(ldb, nr, "pair kernels read packed panels");
@@ -1115,9 +1161,9 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    /// Stores (or adds) the 12 × 32 accumulators at `c` with row stride `ldc`. A macro, not a function,
+    /// Stores (or adds) the rows × 32 accumulators at `c` with row stride `ldc`. A macro, not a function,
     /// so the accumulators stay in registers (a `#[target_feature]` function cannot be forced inline).
-    macro_rules! store_12x32 {
+    macro_rules! store_rows_x32 {
         ($acc:expr, $c:expr, $ldc:expr, $add:expr) => {
             for (r, acc) in $acc.iter().enumerate() {
                 unsafe {
@@ -1134,10 +1180,11 @@ mod x86 {
         };
     }
 
-    /// 12 × 32 f32 tile with AVX-512 FMA: 24 accumulators, two B vectors per step (`ldb` apart), A
-    /// broadcast per row.
+    /// The first `rows` (1 to 12) rows of a 12 × 32 f32 tile with AVX-512 FMA (`f32_rows_x32`).
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn f32_12x32(
+    pub unsafe fn f32_x32(
+        rows: usize,
         steps: usize,
         a: *const f32,
         b: *const f32,
@@ -1146,8 +1193,31 @@ mod x86 {
         ldc: usize,
         add: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; 12];
-        let step = |acc: &mut [[__m512; 2]; 12], s: usize| {
+        macro_rules! by_rows {
+            ($($r:literal)*) => {
+                match rows {
+                    $($r => unsafe { f32_rows_x32::<$r>(steps, a, b, ldb, c, ldc, add) },)*
+                    _ => unreachable!("an f32 tile has 1 to 12 rows, not {rows}"),
+                }
+            };
+        }
+        by_rows!(12 1 2 3 4 5 6 7 8 9 10 11)
+    }
+
+    /// `R` rows of a 12 × 32 f32 tile with AVX-512 FMA: 2·R accumulators, two B vectors per step
+    /// (`ldb` apart), A broadcast per row from its panel of 12 rows.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f32_rows_x32<const R: usize>(
+        steps: usize,
+        a: *const f32,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        add: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        let step = |acc: &mut [[__m512; 2]; R], s: usize| {
             let (b0, b1) = unsafe {
                 (
                     _mm512_loadu_ps(b.add(s * ldb)),
@@ -1164,11 +1234,11 @@ mod x86 {
         for s in 0..tail {
             step(&mut acc, s);
         }
-        unsafe { prefetch_tile(c, ldc, 12) };
+        unsafe { prefetch_tile(c, ldc, R) };
         for s in tail..steps {
             step(&mut acc, s);
         }
-        store_12x32!(acc, c, ldc, add);
+        store_rows_x32!(acc, c, ldc, add);
     }
 
     /// f16 values widened to f32 with F16C, 8 at a time (exact). Short runs are the common case here
@@ -1401,7 +1471,7 @@ mod x86 {
                 acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
             }
         }
-        store_12x32!(acc, c, ldc, add);
+        store_rows_x32!(acc, c, ldc, add);
     }
 }
 
