@@ -15,8 +15,8 @@ use std::sync::Mutex;
 static ISA_LOCK: Mutex<()> = Mutex::new(());
 
 /// Shapes (m, n, k) around every tile size: MR 6/12, NR 16/32, MC 96, NC 256, KC 256 (512 for pairs,
-/// 1024 for the AVX-512 f32 kernel).
-const SHAPES: [(usize, usize, usize); 13] = [
+/// 1024 for the AVX-512 f32 kernel); k = 1024 also packs an f32 A that other depths read in place.
+const SHAPES: [(usize, usize, usize); 14] = [
     (1, 1, 1),
     (2, 7, 15),
     (16, 17, 31),
@@ -30,6 +30,7 @@ const SHAPES: [(usize, usize, usize); 13] = [
     (12, 32, 64),
     (31, 33, 100),
     (1, 257, 100),
+    (13, 40, 1024),
 ];
 
 /// Restores the ISA cap and the AMX mode when a test ends, even by a panic.

@@ -140,6 +140,12 @@ impl Kernel {
         matches!(self, Kernel::Avx512F32)
     }
 
+    /// Whether the microkernel takes A with any row and step strides (an f32 A read in place), not only
+    /// packed panels.
+    fn reads_strided_a(self) -> bool {
+        matches!(self, Kernel::Avx512F32)
+    }
+
     /// The work of a tile with `rows` live rows, in rows of a whole tile: an edge tile costs a whole
     /// one unless `computes_partial_rows`; then its rows, but at least 4, below which the latency of the
     /// accumulators' FMA chains (4 cycles, 2 units, 2 accumulators per row) bounds the kernel.
@@ -968,8 +974,23 @@ fn read_b_in_place(tiles: usize, n: usize, k: usize) -> bool {
         || (row_bytes <= READ_B_IN_PLACE_ROW_BYTES && k * row_bytes <= READ_B_IN_PLACE_BYTES)
 }
 
-/// Computes `rows` × the B `panels` of the product over depth slice `slice`: packs those rows of A, then
-/// for each panel (packed on first use) runs the microkernel over every tile, storing into (first slice,
+/// Whether the f32 kernel reads A (stored `m × k`, rows `a.row_stride` apart) in place, broadcasting
+/// from 12 rows at once, instead of packing it. It saves the packing, which each thread does for all the
+/// rows of its blocks (against the `gemm` crate, in one process: 64 × 512 × 512 0.90× → 1.00×,
+/// 2048 × 128 × 128 0.85× → 0.97×, 512³ 0.94× → 0.96×), but not where rows lie a multiple of 4 KiB
+/// apart: then all 12 fall in one L1 set and evict each other (2048³ 1.01× → 0.95×,
+/// 64 × 1024 × 1024 1.01× → 0.98×). It needs a kernel that computes the live rows of an edge tile
+/// alone: an A read in place has no padding rows.
+fn read_a_in_place<T>(kernel: Kernel, a: Source<T>) -> bool {
+    let row_bytes = a.row_stride * size_of::<f32>();
+    kernel.reads_strided_a()
+        && kernel.computes_partial_rows()
+        && a.depth_stride == 1
+        && !row_bytes.is_multiple_of(4096)
+}
+
+/// Computes `rows` × the B `panels` of the product over depth slice `slice`: packs those rows of A
+/// (unless `read_a_in_place`), then for each panel (packed on first use) runs the microkernel over every tile, storing into (first slice,
 /// unless `accumulate`) or adding to the f32 accumulator `out` (`m × n`).
 #[allow(clippy::too_many_arguments)]
 fn run_piece<TA: Float, TB: Float>(
@@ -995,6 +1016,10 @@ fn run_piece<TA: Float, TB: Float>(
     let direct_b = (b_in_place && b.row_stride == 1 && compute == DType::F32)
         .then(|| f32_words(b.data))
         .flatten();
+    // An f32 A stored m × k is read in place where `read_a_in_place` says so.
+    let direct_a = (compute == DType::F32 && read_a_in_place(kernel, a))
+        .then(|| f32_words(a.data))
+        .flatten();
     // Always the largest size a piece can need: which worker runs which block varies from call to call,
     // so growing on demand could allocate long after warm-up.
     let hardware_tiles = matches!(kernel, Kernel::Amx { emulated: false });
@@ -1010,18 +1035,20 @@ fn run_piece<TA: Float, TB: Float>(
         let steps = kc.div_ceil(per).next_multiple_of(kernel.step_multiple());
         let add = accumulate || pc > 0;
         let ap = &mut ap[..mc_pad * steps];
-        pack(
-            ap,
-            kernel.a_panel_rows(),
-            per,
-            compute,
-            a,
-            rows.start,
-            mc,
-            pc,
-            kc,
-            steps,
-        );
+        if direct_a.is_none() {
+            pack(
+                ap,
+                kernel.a_panel_rows(),
+                per,
+                compute,
+                a,
+                rows.start,
+                mc,
+                pc,
+                kc,
+                steps,
+            );
+        }
         // Pieces start at different panels (by where their rows lie), so threads running at the same
         // time pack different panels instead of queueing for the same one.
         let shift = (rows.start / mr) * panels.len() / m.div_ceil(mr);
@@ -1039,9 +1066,21 @@ fn run_piece<TA: Float, TB: Float>(
                     ld: nr,
                 },
             };
-            for (ir, apanel) in ap.chunks_exact(mr * steps).enumerate() {
+            for (ir, packed) in ap.chunks_exact(mr * steps).enumerate() {
                 let row = rows.start + ir * mr;
                 let live_rows = mr.min(m - row);
+                let apanel = match direct_a {
+                    Some(words) => APanel {
+                        words: &words[row * a.row_stride + pc..],
+                        row: a.row_stride,
+                        step: 1,
+                    },
+                    None => APanel {
+                        words: packed,
+                        row: 1,
+                        step: mr,
+                    },
+                };
                 if live_cols == nr && (live_rows == mr || kernel.computes_partial_rows()) {
                     // SAFETY: the tile's live part (rows row..row+live_rows, columns col..col+nr)
                     // lies inside the m × n accumulator, and only this chunk's thread writes it.
@@ -1062,9 +1101,15 @@ fn run_piece<TA: Float, TB: Float>(
                     let mut tile = [0f32; MAX_TILE];
                     // SAFETY: `tile` holds mr × nr values with row stride nr.
                     unsafe {
+                        // (Only the live rows where the kernel can: an A read in place has no
+                        // padding rows.)
                         microkernel(
                             kernel,
-                            mr,
+                            if kernel.computes_partial_rows() {
+                                live_rows
+                            } else {
+                                mr
+                            },
                             steps,
                             apanel,
                             bpanel,
@@ -1106,8 +1151,17 @@ struct BPanel<'a> {
     ld: usize,
 }
 
-/// Runs the microkernel on full, padded panels: `c[r·ldc + j] (+)= Σ_s a[s·MR + r] · b[s·ld + j]` for
-/// the tile's first `rows` rows (all `MR` of them unless `kernel.computes_partial_rows()`).
+/// A operand of one microkernel call: row `r`'s value at step `s` is `words[r·row + s·step]`.
+#[derive(Clone, Copy)]
+struct APanel<'a> {
+    words: &'a [u32],
+    row: usize,
+    step: usize,
+}
+
+/// Runs the microkernel: `c[r·ldc + j] (+)= Σ_s a.words[r·a.row + s·a.step] · b.words[s·b.ld + j]` for
+/// the tile's first `rows` rows (all `MR` of them unless `kernel.computes_partial_rows()`) and all `NR`
+/// columns. A is a packed panel (`a.row` 1, `a.step` MR) unless `kernel.reads_strided_a()`.
 ///
 /// # Safety
 /// `c` must be valid for reads and writes of `rows` rows of `NR` values with row stride `ldc`, and the
@@ -1118,24 +1172,42 @@ unsafe fn microkernel(
     kernel: Kernel,
     rows: usize,
     steps: usize,
-    a: &[u32],
+    a: APanel,
     b: BPanel,
     c: *mut f32,
     ldc: usize,
     add: bool,
 ) {
     let (mr, nr) = kernel.tile();
-    assert!(a.len() >= steps * mr && b.words.len() >= (steps - 1) * b.ld + nr);
+    assert!(
+        a.words.len() > (rows - 1) * a.row + (steps - 1) * a.step
+            && b.words.len() >= (steps - 1) * b.ld + nr
+    );
     assert!(
         rows == mr || (kernel.computes_partial_rows() && (1..mr).contains(&rows)),
         "{kernel:?} computes whole tiles of {mr} rows, not {rows}"
     );
+    assert!(
+        (a.row, a.step) == (1, mr) || kernel.reads_strided_a(),
+        "{kernel:?} reads packed A panels"
+    );
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the caller guarantees `c` and the ISA; the assertion above bounds the panels.
     unsafe {
-        let (a, ldb, b) = (a.as_ptr(), b.ld, b.words.as_ptr());
+        let (a, lda_row, lda_step, ldb, b) =
+            (a.words.as_ptr(), a.row, a.step, b.ld, b.words.as_ptr());
         match kernel {
-            Kernel::Avx512F32 => x86::f32_x32(rows, steps, a.cast(), b.cast(), ldb, c, ldc, add),
+            Kernel::Avx512F32 => x86::f32_x32(
+                rows,
+                steps,
+                a.cast(),
+                (lda_row, lda_step),
+                b.cast(),
+                ldb,
+                c,
+                ldc,
+                add,
+            ),
             Kernel::Avx2F32 => x86::f32_6x16(steps, a.cast(), b.cast(), ldb, c, ldc, add),
             Kernel::Avx512Bf16 => {
                 assert_eq!(ldb, nr, "pair kernels read packed panels");
@@ -1187,6 +1259,7 @@ mod x86 {
         rows: usize,
         steps: usize,
         a: *const f32,
+        lda: (usize, usize),
         b: *const f32,
         ldb: usize,
         c: *mut f32,
@@ -1196,7 +1269,7 @@ mod x86 {
         macro_rules! by_rows {
             ($($r:literal)*) => {
                 match rows {
-                    $($r => unsafe { f32_rows_x32::<$r>(steps, a, b, ldb, c, ldc, add) },)*
+                    $($r => unsafe { f32_rows_x32::<$r>(steps, a, lda, b, ldb, c, ldc, add) },)*
                     _ => unreachable!("an f32 tile has 1 to 12 rows, not {rows}"),
                 }
             };
@@ -1205,11 +1278,14 @@ mod x86 {
     }
 
     /// `R` rows of a 12 × 32 f32 tile with AVX-512 FMA: 2·R accumulators, two B vectors per step
-    /// (`ldb` apart), A broadcast per row from its panel of 12 rows.
+    /// (`ldb` apart), A broadcast per row: row `r`'s step `s` at `a[r·lda.0 + s·lda.1]` (a packed panel
+    /// of 12 rows is `(1, 12)`; an A read in place, `(row stride, 1)`).
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn f32_rows_x32<const R: usize>(
         steps: usize,
         a: *const f32,
+        (lda_row, lda_step): (usize, usize),
         b: *const f32,
         ldb: usize,
         c: *mut f32,
@@ -1225,7 +1301,7 @@ mod x86 {
                 )
             };
             for (r, acc) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(unsafe { *a.add(s * 12 + r) });
+                let av = _mm512_set1_ps(unsafe { *a.add(s * lda_step + r * lda_row) });
                 acc[0] = _mm512_fmadd_ps(av, b0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(av, b1, acc[1]);
             }
