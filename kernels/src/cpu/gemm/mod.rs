@@ -7,9 +7,9 @@
 //! - f32 and f16 (converted to f32 while packed, exactly): AVX-512, else AVX2+FMA;
 //! - f64, or a CPU without AVX2: the portable [`reference`] kernel.
 //!
-//! All fast paths share one blocked driver: operands are packed into per-thread buffers that are reused
-//! across calls (no allocation, hence no page faults, after warm-up), and output tiles are computed in f32
-//! in parallel across cores.
+//! All fast paths share one blocked driver: operands are packed into buffers that are reused across calls
+//! (no allocation, hence no page faults, after warm-up; an f32 operand is read in place where packing it
+//! would not pay), and output tiles are computed in f32 in parallel across cores.
 
 mod amx;
 mod fast;
