@@ -200,21 +200,23 @@ fn every_edge_tile_height_on_every_path() {
 }
 
 /// Shapes big enough to run in parallel (see `parallel_products_on_every_path`).
-const PARALLEL_SHAPES: [(usize, usize, usize); 6] = [
+const PARALLEL_SHAPES: [(usize, usize, usize); 7] = [
     (130, 150, 300),
     (300, 64, 260),
     (8, 20, 16000),
     (24, 400, 600),
     (40, 70, 2100),
     (200, 600, 40),
+    (97, 64, 2048),
 ];
 
 /// Products big enough to run in parallel: many row blocks sharing one packed B (300 rows), few rows
 /// whose panels are split between threads (24 and 130 rows), a row block whose panels two threads share
 /// (200 rows, 600 columns, B packed because its rows are more than 2 KiB apart), a grid of one tile ×
 /// one partial panel (8 × 20) shared by all threads over 16 depth slices, several depth slices (k = 600
-/// in bf16 pairs and in f32 at 256 steps, k = 2100 in f32 at 1024 steps), and batches spread over
-/// threads.
+/// in bf16 pairs and in f32 at 256 steps, k = 2100 in f32 at 1024 steps), an edge tile of one row in the
+/// second of two row blocks with an f32 A packed over two slices (97 × 64 × 2048: rows 8 KiB apart are
+/// not read in place), and batches spread over threads.
 #[test]
 fn parallel_products_on_every_path() {
     for_each_level(|level| {

@@ -5,10 +5,11 @@
 //! per thread, and enters the rayon pool once. A thread covers the contraction in slices of
 //! `Kernel::slice_steps` packed depth steps; for each slice and row block of its chunk, it packs the
 //! block's rows of A into a per-thread buffer, then for each of its B panels (packed on first use by
-//! whichever thread needs it, into a buffer all threads share) runs the microkernel over every `MR × NR`
-//! tile, storing (first slice) or adding (later slices) straight into an f32 accumulator: C itself when C
-//! is f32, else a buffer rounded to C's type at the end. B is packed once per product (or read in place,
-//! see `read_b_in_place`) and A once per block and slice (by each chunk covering part of the block); no
+//! whichever thread needs it, into a buffer all threads share) runs the microkernel over every tile of
+//! `MR × NR` (an edge tile of the f32 kernel: its live rows only), storing (first slice) or adding (later
+//! slices) straight into an f32 accumulator: C itself when C is f32, else a buffer rounded to C's type at
+//! the end. B is packed once per product and A once per block and slice (by each chunk covering part of
+//! the block), unless the f32 kernel reads them in place (`read_b_in_place`, `read_a_in_place`); no
 //! thread waits at a barrier. Buffers of 4 MiB and more (packed B, the accumulator) ask for 2 MiB pages.
 //! Packing rounds or converts the source to the compute type on the way, so a mixed product never makes
 //! a converted copy. A batch of products runs one product per thread instead.
@@ -324,8 +325,8 @@ impl<'a, T: Elem> Source<'a, T> {
 
 /// Packs rows `r0..r0+rows` × depth `d0..d0+depth` into panels of `pr` rows, `panel_steps` depth steps
 /// each: panel `q`, step `s` holds the `pr` words of rows `q·pr..` at depth step `s` (one f32, or a pair
-/// of bf16 for `per` 2). Rows, depth and steps past the matrix are zero, so microkernels always see whole
-/// tiles.
+/// of bf16 for `per` 2). Rows, depth and steps past the matrix are zero, so a kernel that computes whole
+/// tiles sees zeros in an edge tile's padding rows.
 #[allow(clippy::too_many_arguments)]
 fn pack<T: Elem>(
     dst: &mut [u32],
@@ -859,8 +860,9 @@ impl BLayout {
 }
 
 /// Splits the product into one chunk of work per thread and runs them. The work is the grid of row
-/// blocks (at most `MC` rows, equal tile counts ±1) × B panels; each chunk is an equal share of it, cut
-/// between two panels of a block, whose rows of A every chunk covering part of it packs. A chunk covers
+/// blocks (at most `MC` rows, equal tile counts ±1) × B panels, weighed by rows (`Kernel::tile_work`);
+/// each chunk is an equal share of it, cut between two panels of a block, whose rows of A every chunk
+/// covering part of it packs (unless `read_a_in_place`). A chunk covers
 /// the contraction slice by slice (in the order `Kernel::slices_outermost` picks) into the f32
 /// accumulator `out` (`m × n`, row-major; the first slice stores unless `accumulate`, later slices add).
 ///
@@ -974,9 +976,9 @@ fn read_b_in_place(tiles: usize, n: usize, k: usize) -> bool {
         || (row_bytes <= READ_B_IN_PLACE_ROW_BYTES && k * row_bytes <= READ_B_IN_PLACE_BYTES)
 }
 
-/// Whether the f32 kernel reads A (stored `m × k`, rows `a.row_stride` apart) in place, broadcasting
-/// from 12 rows at once, instead of packing it. It saves the packing, which each thread does for all the
-/// rows of its blocks (against the `gemm` crate, in one process: 64 × 512 × 512 0.90× → 1.00×,
+/// Whether the f32 kernel reads A in place, broadcasting from 12 rows `a.row_stride` apart at once,
+/// instead of packing it: A stored `m × k` (or any A whose depth steps are adjacent, such as a transposed
+/// A of one row). It saves the packing, which each thread does for all the rows of its blocks (against the `gemm` crate, in one process: 64 × 512 × 512 0.90× → 1.00×,
 /// 2048 × 128 × 128 0.85× → 0.97×, 512³ 0.94× → 0.96×), but not where rows lie a multiple of 4 KiB
 /// apart: then all 12 fall in one L1 set and evict each other (2048³ 1.01× → 0.95×,
 /// 64 × 1024 × 1024 1.01× → 0.98×). It needs a kernel that computes the live rows of an edge tile
@@ -1035,7 +1037,9 @@ fn run_piece<TA: Float, TB: Float>(
         let steps = kc.div_ceil(per).next_multiple_of(kernel.step_multiple());
         let add = accumulate || pc > 0;
         let ap = &mut ap[..mc_pad * steps];
-        if direct_a.is_none() {
+        if direct_a.is_some() {
+            assert_eq!(steps, kc, "an A read in place has no padding steps");
+        } else {
             pack(
                 ap,
                 kernel.a_panel_rows(),
@@ -1097,7 +1101,8 @@ fn run_piece<TA: Float, TB: Float>(
                         )
                     };
                 } else {
-                    // An edge tile: compute the whole tile aside, keep its live part.
+                    // An edge tile of a partial panel: compute it aside (whole, or its live rows where
+                    // the kernel can), keep its live part.
                     let mut tile = [0f32; MAX_TILE];
                     // SAFETY: `tile` holds mr × nr values with row stride nr.
                     unsafe {
@@ -1159,9 +1164,10 @@ struct APanel<'a> {
     step: usize,
 }
 
-/// Runs the microkernel: `c[r·ldc + j] (+)= Σ_s a.words[r·a.row + s·a.step] · b.words[s·b.ld + j]` for
-/// the tile's first `rows` rows (all `MR` of them unless `kernel.computes_partial_rows()`) and all `NR`
-/// columns. A is a packed panel (`a.row` 1, `a.step` MR) unless `kernel.reads_strided_a()`.
+/// Runs the microkernel: `c[r·ldc + j] (+)= Σ_s A(r, s) · b.words[s·b.ld + j]` for the tile's first
+/// `rows` rows (all `MR` of them unless `kernel.computes_partial_rows()`) and all `NR` columns. A is
+/// `a.words[r·a.row + s·a.step]` for a kernel that `reads_strided_a`; every other kernel reads a packed
+/// panel of `MR · steps` words in its own layout (`a.row` 1, `a.step` MR).
 ///
 /// # Safety
 /// `c` must be valid for reads and writes of `rows` rows of `NR` values with row stride `ldc`, and the
@@ -1180,12 +1186,13 @@ unsafe fn microkernel(
 ) {
     let (mr, nr) = kernel.tile();
     assert!(
-        a.words.len() > (rows - 1) * a.row + (steps - 1) * a.step
-            && b.words.len() >= (steps - 1) * b.ld + nr
-    );
-    assert!(
         rows == mr || (kernel.computes_partial_rows() && (1..mr).contains(&rows)),
         "{kernel:?} computes whole tiles of {mr} rows, not {rows}"
+    );
+    assert!(steps > 0, "a microkernel call runs at least one step");
+    assert!(
+        a.words.len() > (rows - 1) * a.row + (steps - 1) * a.step
+            && b.words.len() >= (steps - 1) * b.ld + nr
     );
     assert!(
         (a.row, a.step) == (1, mr) || kernel.reads_strided_a(),
