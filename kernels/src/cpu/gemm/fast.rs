@@ -862,9 +862,9 @@ impl BLayout {
 /// Splits the product into one chunk of work per thread and runs them. The work is the grid of row
 /// blocks (at most `MC` rows, equal tile counts ±1) × B panels, weighed by rows (`Kernel::tile_work`);
 /// each chunk is an equal share of it, cut between two panels of a block, whose rows of A every chunk
-/// covering part of it packs (unless `read_a_in_place`). A chunk covers
-/// the contraction slice by slice (in the order `Kernel::slices_outermost` picks) into the f32
-/// accumulator `out` (`m × n`, row-major; the first slice stores unless `accumulate`, later slices add).
+/// covering part of it packs (unless `read_a_in_place`). A chunk covers the contraction slice by slice
+/// (in the order `Kernel::slices_outermost` picks) into the f32 accumulator `out` (`m × n`, row-major;
+/// the first slice stores unless `accumulate`, later slices add).
 ///
 /// Equal shares keep every thread busy to the end: with whole row blocks as the units of work, a 512³
 /// product left one thread idle for a tenth of its time.
@@ -977,12 +977,13 @@ fn read_b_in_place(tiles: usize, n: usize, k: usize) -> bool {
 }
 
 /// Whether the f32 kernel reads A in place, broadcasting from 12 rows `a.row_stride` apart at once,
-/// instead of packing it: A stored `m × k` (or any A whose depth steps are adjacent, such as a transposed
-/// A of one row). It saves the packing, which each thread does for all the rows of its blocks (against the `gemm` crate, in one process: 64 × 512 × 512 0.90× → 1.00×,
+/// instead of packing it: A stored `m × k` (or any A whose depth steps are adjacent, such as a
+/// transposed A of one row). It saves the packing, which each thread does for all the rows of its blocks
+/// (against the `gemm` crate, in one process: 64 × 512 × 512 0.90× → 1.00×,
 /// 2048 × 128 × 128 0.85× → 0.97×, 512³ 0.94× → 0.96×), but not where rows lie a multiple of 4 KiB
 /// apart: then all 12 fall in one L1 set and evict each other (2048³ 1.01× → 0.95×,
-/// 64 × 1024 × 1024 1.01× → 0.98×). It needs a kernel that computes the live rows of an edge tile
-/// alone: an A read in place has no padding rows.
+/// 64 × 1024 × 1024 1.01× → 0.98×). It needs a kernel that computes the live rows of an edge tile alone:
+/// an A read in place has no padding rows.
 fn read_a_in_place<T>(kernel: Kernel, a: Source<T>) -> bool {
     let row_bytes = a.row_stride * size_of::<f32>();
     kernel.reads_strided_a()
@@ -992,8 +993,9 @@ fn read_a_in_place<T>(kernel: Kernel, a: Source<T>) -> bool {
 }
 
 /// Computes `rows` × the B `panels` of the product over depth slice `slice`: packs those rows of A
-/// (unless `read_a_in_place`), then for each panel (packed on first use) runs the microkernel over every tile, storing into (first slice,
-/// unless `accumulate`) or adding to the f32 accumulator `out` (`m × n`).
+/// (unless `read_a_in_place`), then for each panel (packed on first use) runs the microkernel over every
+/// tile, storing into (first slice, unless `accumulate`) or adding to the f32 accumulator `out`
+/// (`m × n`).
 #[allow(clippy::too_many_arguments)]
 fn run_piece<TA: Float, TB: Float>(
     kernel: Kernel,
@@ -1101,13 +1103,12 @@ fn run_piece<TA: Float, TB: Float>(
                         )
                     };
                 } else {
-                    // An edge tile of a partial panel: compute it aside (whole, or its live rows where
-                    // the kernel can), keep its live part.
+                    // An edge tile of a partial panel: compute it aside (whole, or only its live rows
+                    // where the kernel can, as an A read in place has no padding rows), keep its live
+                    // part.
                     let mut tile = [0f32; MAX_TILE];
                     // SAFETY: `tile` holds mr × nr values with row stride nr.
                     unsafe {
-                        // (Only the live rows where the kernel can: an A read in place has no
-                        // padding rows.)
                         microkernel(
                             kernel,
                             if kernel.computes_partial_rows() {
