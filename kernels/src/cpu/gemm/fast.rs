@@ -40,6 +40,8 @@ const KC_WORDS: usize = 256;
 const KC_WORDS_F32: usize = 1024;
 /// Products with at most this many row tiles read an f32 B in place instead of packing it.
 const READ_B_IN_PLACE_TILES: usize = 16;
+/// ... unless they have more than one row block and B is larger than this (see `read_b_in_place`).
+const READ_B_IN_PLACE_SHARED_BYTES: usize = 4 << 20;
 /// An f32 B of at most this size, with rows at most `READ_B_IN_PLACE_ROW_BYTES` apart, is read in place.
 const READ_B_IN_PLACE_BYTES: usize = 1 << 20;
 /// See `READ_B_IN_PLACE_BYTES`.
@@ -915,7 +917,7 @@ fn run_chunks<TA: Float, TB: Float>(
             (block + 1, 0)
         }
     };
-    let b_in_place = read_b_in_place(tiles, n, k);
+    let b_in_place = read_b_in_place(tiles, blocks, n, k);
     let out = SharedOut(out.as_mut_ptr());
     // The (rows, panels) pieces of chunk `c`, block by block.
     let pieces = |c: usize| {
@@ -970,10 +972,16 @@ fn run_chunks<TA: Float, TB: Float>(
 /// and each step of a panel is a short hop away). Measured side by side with packing (2 threads, against
 /// the `gemm` crate): 256³ 0.69× → 0.92×, 512³ 0.83× → 1.00×, 2048 × 512 × 512 0.93× → 0.96×; with rows
 /// 4 KiB apart (n = 1024) reading in place lost 5-10%.
-fn read_b_in_place(tiles: usize, n: usize, k: usize) -> bool {
+///
+/// With few row tiles in more than one row block, every thread streams all of B (one block each), so a B
+/// larger than [`READ_B_IN_PLACE_SHARED_BYTES`] is packed once for all of them instead: against `gemm`,
+/// 160 × 2048 × 2048 0.60× → 0.94×, 150 × 1024 × 4096 0.81× → 0.98×, 128 × 4096 × 1024 0.68× → 0.84×.
+fn read_b_in_place(tiles: usize, blocks: usize, n: usize, k: usize) -> bool {
     let row_bytes = n * size_of::<f32>();
-    tiles <= READ_B_IN_PLACE_TILES
-        || (row_bytes <= READ_B_IN_PLACE_ROW_BYTES && k * row_bytes <= READ_B_IN_PLACE_BYTES)
+    let b_bytes = k * row_bytes;
+    let few_tiles =
+        tiles <= READ_B_IN_PLACE_TILES && (blocks == 1 || b_bytes <= READ_B_IN_PLACE_SHARED_BYTES);
+    few_tiles || (row_bytes <= READ_B_IN_PLACE_ROW_BYTES && b_bytes <= READ_B_IN_PLACE_BYTES)
 }
 
 /// Whether the f32 kernel reads A in place, broadcasting from 12 rows `a.row_stride` apart at once,
@@ -1562,8 +1570,23 @@ mod x86 {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::x86::round_to_bf16_bits;
-    use super::{CHUNK, MAX_PANEL_ROWS, interleave};
+    use super::{CHUNK, MAX_PANEL_ROWS, interleave, read_b_in_place};
     use std::mem::MaybeUninit;
+
+    /// Where the benchmarks put the line between reading an f32 B in place and packing it (arguments:
+    /// row tiles, row blocks, n, k).
+    #[test]
+    fn b_is_read_in_place_where_packing_would_not_pay() {
+        // 96 × 768 × 3072: one block of 8 tiles, B read in place whatever its size.
+        assert!(read_b_in_place(8, 1, 768, 3072));
+        // 128 × 768 × 3072: two blocks would each stream all 9 MiB of B, so it is packed once.
+        assert!(!read_b_in_place(11, 2, 768, 3072));
+        // 128 × 1024 × 1024: two blocks, but B is only 4 MiB.
+        assert!(read_b_in_place(11, 2, 1024, 1024));
+        // 2048 × 512 × 512: many tiles, B of 1 MiB with rows 2 KiB apart; at n = 1024 (4 KiB) packed.
+        assert!(read_b_in_place(171, 22, 512, 512));
+        assert!(!read_b_in_place(86, 11, 1024, 1024));
+    }
 
     /// Interleaving puts step `s` of row `r` at `s·PR + r` and zeros after the live rows, for every
     /// panel height, whole and partial panels, and lengths around the 16-step blocks of the vector path.
