@@ -948,7 +948,16 @@ fn run_chunks<TA: Float, TB: Float>(
         )
     };
     let slices = packed_b.layout.n_slices;
+    let hardware_tiles = matches!(kernel, Kernel::Amx { emulated: false });
     let chunk = |c: usize| {
+        // The tile configuration lives in the registers of the thread running the chunk: loaded once
+        // for all its pieces (nothing in a chunk lets the thread pick up other work meanwhile).
+        #[cfg(target_arch = "x86_64")]
+        if hardware_tiles {
+            // SAFETY: the AMX kernel is chosen only where `isa` detected the tiles and the OS granted
+            // them.
+            unsafe { amx::Hardware::configure() };
+        }
         if kernel.slices_outermost() {
             for slice in 0..slices {
                 pieces(c).for_each(|piece| run(piece, slice));
@@ -957,6 +966,11 @@ fn run_chunks<TA: Float, TB: Float>(
             for piece in pieces(c) {
                 (0..slices).for_each(|slice| run(piece.clone(), slice));
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if hardware_tiles {
+            // SAFETY: configured above on this thread.
+            unsafe { amx::Hardware::release() };
         }
     };
     if parallel {
@@ -1003,7 +1017,7 @@ fn read_a_in_place<T>(kernel: Kernel, a: Source<T>) -> bool {
 /// Computes `rows` × the B `panels` of the product over depth slice `slice`: packs those rows of A
 /// (unless `read_a_in_place`), then for each panel (packed on first use) runs the microkernel over every
 /// tile, storing into (first slice, unless `accumulate`) or adding to the f32 accumulator `out`
-/// (`m × n`).
+/// (`m × n`). The hardware AMX kernel needs this thread's tiles configured (`run_chunks` does it).
 #[allow(clippy::too_many_arguments)]
 fn run_piece<TA: Float, TB: Float>(
     kernel: Kernel,
@@ -1034,12 +1048,6 @@ fn run_piece<TA: Float, TB: Float>(
         .flatten();
     // Always the largest size a piece can need: which worker runs which block varies from call to call,
     // so growing on demand could allocate long after warm-up.
-    let hardware_tiles = matches!(kernel, Kernel::Amx { emulated: false });
-    #[cfg(target_arch = "x86_64")]
-    if hardware_tiles {
-        // SAFETY: the AMX kernel is chosen only where `isa` detected the tiles and the OS granted them.
-        unsafe { amx::Hardware::configure() };
-    }
     with_buffer(&PACK_A, MC * KC_WORDS.max(KC_WORDS_F32), |ap| {
         let depth = slice_depth(kernel, k);
         let pc = slice * depth;
@@ -1147,11 +1155,6 @@ fn run_piece<TA: Float, TB: Float>(
             }
         }
     });
-    #[cfg(target_arch = "x86_64")]
-    if hardware_tiles {
-        // SAFETY: configured above on this thread.
-        unsafe { amx::Hardware::release() };
-    }
 }
 
 /// The largest register (or tile) block of any microkernel, in f32 values.
