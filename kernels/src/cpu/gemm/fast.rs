@@ -136,16 +136,12 @@ impl Kernel {
         matches!(self, Kernel::Avx512F32)
     }
 
-    /// Whether the microkernel can compute only the first rows of a tile, straight into C. The f32
-    /// kernel can: a product of 64 rows is five whole 12-row tiles and one of 4 rows, which costs a
-    /// third of a whole one instead of all of it (the other kernels compute an edge tile whole, aside).
+    /// Whether the microkernel can compute only the first rows of a tile, straight into C, from an A
+    /// with any row and step strides (a packed panel, or an f32 A read in place, which has no padding
+    /// rows). The f32 kernel can: a product of 64 rows is five whole 12-row tiles and one of 4 rows,
+    /// which costs a third of a whole one instead of all of it (the other kernels compute an edge tile
+    /// whole, aside, from packed panels).
     fn computes_partial_rows(self) -> bool {
-        matches!(self, Kernel::Avx512F32)
-    }
-
-    /// Whether the microkernel takes A with any row and step strides (an f32 A read in place), not only
-    /// packed panels.
-    fn reads_strided_a(self) -> bool {
         matches!(self, Kernel::Avx512F32)
     }
 
@@ -1008,10 +1004,7 @@ fn read_b_in_place(tiles: usize, blocks: usize, n: usize, k: usize) -> bool {
 /// an A read in place has no padding rows.
 fn read_a_in_place<T>(kernel: Kernel, a: Source<T>) -> bool {
     let row_bytes = a.row_stride * size_of::<f32>();
-    kernel.reads_strided_a()
-        && kernel.computes_partial_rows()
-        && a.depth_stride == 1
-        && !row_bytes.is_multiple_of(4096)
+    kernel.computes_partial_rows() && a.depth_stride == 1 && !row_bytes.is_multiple_of(4096)
 }
 
 /// Computes `rows` × the B `panels` of the product over depth slice `slice`: packs those rows of A
@@ -1103,50 +1096,46 @@ fn run_piece<TA: Float, TB: Float>(
                         step: mr,
                     },
                 };
-                if live_cols == nr && (live_rows == mr || kernel.computes_partial_rows()) {
-                    // SAFETY: the tile's live part (rows row..row+live_rows, columns col..col+nr)
-                    // lies inside the m × n accumulator, and only this chunk's thread writes it.
-                    unsafe {
-                        microkernel(
-                            kernel,
-                            live_rows,
-                            steps,
-                            apanel,
-                            bpanel,
-                            out.0.add(row * n + col),
-                            n,
-                            add,
-                        )
-                    };
+                // The rows the kernel computes: only the live ones where it can (an A read in place
+                // has no padding rows), else the whole tile.
+                let kernel_rows = if kernel.computes_partial_rows() {
+                    live_rows
                 } else {
-                    // An edge tile of a partial panel: compute it aside (whole, or only its live rows
-                    // where the kernel can, as an A read in place has no padding rows), keep its live
-                    // part.
-                    let mut tile = [0f32; MAX_TILE];
-                    // SAFETY: `tile` holds mr × nr values with row stride nr.
-                    unsafe {
-                        microkernel(
-                            kernel,
-                            if kernel.computes_partial_rows() {
-                                live_rows
-                            } else {
-                                mr
-                            },
-                            steps,
-                            apanel,
-                            bpanel,
-                            tile.as_mut_ptr(),
-                            nr,
-                            false,
-                        )
-                    };
+                    mr
+                };
+                // A tile that does not fit C (a partial panel, or padding rows) is computed aside, and
+                // its live part kept.
+                let aside = live_cols < nr || kernel_rows > live_rows;
+                let mut tile = MaybeUninit::<[f32; MAX_TILE]>::uninit();
+                let (c, ldc, add_in_kernel) = if aside {
+                    (tile.as_mut_ptr().cast::<f32>(), nr, false)
+                } else {
+                    // SAFETY: (row, col) lies inside the m × n accumulator.
+                    (unsafe { out.0.add(row * n + col) }, n, add)
+                };
+                // SAFETY: `c` holds `kernel_rows` rows of nr values `ldc` apart: the tile aside
+                // (mr × nr), or the tile in the accumulator, which only this chunk's thread writes.
+                unsafe {
+                    microkernel(
+                        kernel,
+                        kernel_rows,
+                        steps,
+                        apanel,
+                        bpanel,
+                        c,
+                        ldc,
+                        add_in_kernel,
+                    )
+                };
+                if aside {
                     for r in 0..live_rows {
                         for j in 0..live_cols {
-                            // SAFETY: (row + r, col + j) is inside the accumulator, in this
+                            // SAFETY: the kernel wrote rows 0..kernel_rows (at least the live ones) of
+                            // the tile aside; (row + r, col + j) is inside the accumulator, in this
                             // chunk's tile.
                             unsafe {
+                                let v = tile.as_ptr().cast::<f32>().add(r * nr + j).read();
                                 let dst = out.0.add((row + r) * n + col + j);
-                                let v = tile[r * nr + j];
                                 *dst = if add { *dst + v } else { v };
                             }
                         }
@@ -1178,8 +1167,8 @@ struct APanel<'a> {
 
 /// Runs the microkernel: `c[r·ldc + j] (+)= Σ_s A(r, s) · b.words[s·b.ld + j]` for the tile's first
 /// `rows` rows (all `MR` of them unless `kernel.computes_partial_rows()`) and all `NR` columns. A is
-/// `a.words[r·a.row + s·a.step]` for a kernel that `reads_strided_a`; every other kernel reads a packed
-/// panel of `MR · steps` words in its own layout (`a.row` 1, `a.step` MR).
+/// `a.words[r·a.row + s·a.step]` for a kernel that `computes_partial_rows`; every other kernel reads a
+/// packed panel of `MR · steps` words in its own layout (`a.row` 1, `a.step` MR).
 ///
 /// # Safety
 /// `c` must be valid for reads and writes of `rows` rows of `NR` values with row stride `ldc`, and the
@@ -1207,7 +1196,7 @@ unsafe fn microkernel(
             && b.words.len() >= (steps - 1) * b.ld + nr
     );
     assert!(
-        (a.row, a.step) == (1, mr) || kernel.reads_strided_a(),
+        (a.row, a.step) == (1, mr) || kernel.computes_partial_rows(),
         "{kernel:?} reads packed A panels"
     );
     #[cfg(target_arch = "x86_64")]
