@@ -15,13 +15,19 @@ use std::time::Instant;
 /// Median seconds of `f` over `reps` runs after one warm-up.
 fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
+    median(
+        (0..reps)
+            .map(|_| {
+                let s = Instant::now();
+                f();
+                s.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// The median of some timings.
+fn median(mut t: Vec<f64>) -> f64 {
     t.sort_by(f64::total_cmp);
     t[t.len() / 2]
 }
@@ -216,13 +222,9 @@ fn paired_rates<T: amp_kernels::Float>(n: usize, a: &[T], b: &[T], zero: T, one:
             times.push(s.elapsed().as_secs_f64());
         }
     }
-    let median = |t: &mut Vec<f64>| {
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
-    };
     (
-        spec.flops() / median(&mut ours_t) / 1e9,
-        spec.flops() / median(&mut peer_t) / 1e9,
+        spec.flops() / median(ours_t) / 1e9,
+        spec.flops() / median(peer_t) / 1e9,
     )
 }
 
